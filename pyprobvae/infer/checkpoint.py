@@ -1,0 +1,62 @@
+"""
+Checkpoints: written atomically, read without executing pickled code.
+"""
+
+import os
+import tempfile
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or not a pyprobvae checkpoint."""
+
+
+FORMAT = "pyprobvae-checkpoint-1"
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """
+    Write ``state`` to ``path`` so that a crash at any moment leaves either the
+    previous file or the new one, never a half-written file: the data goes to a
+    temporary file in the same directory, is flushed to disk, and then
+    atomically renamed over ``path``.
+
+    :param dict state: tensors, numbers, strings, lists and dicts only (what
+        ``torch.load(weights_only=True)`` accepts back).
+    :param str path: destination file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str, map_location=None) -> dict:
+    """
+    Read a checkpoint written by :func:`save_checkpoint` with
+    ``torch.load(weights_only=True)``, which refuses to run pickled code.
+
+    :param str path: the checkpoint file.
+    :param map_location: device to load tensors onto.
+    :raises CheckpointError: when the file is missing, corrupt, or not a
+        pyprobvae checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a pyprobvae checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pyprobvae checkpoint (expected format {FORMAT!r})")
+    return state

@@ -1,0 +1,145 @@
+"""
+The evidence lower bound, per example.
+
+For a model p(x, z) and a guide q(z|x) whose sample sites all sit inside the
+data plate,
+
+    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x),
+
+and ``log p(x) - ELBO(x) = KL(q(z|x) || p(z|x)) >= 0``. The estimator here is
+Pyro's ``Trace_ELBO`` for reparameterized guides (one sample z ~ q per
+example), with the KL of each latent site in closed form when torch knows it
+(Pyro's ``TraceMeanField_ELBO``) and estimated by ``log q(z) - log p(z)``
+otherwise. It runs the guide and the model once each under Pyro's trace and
+replay handlers and keeps every term per example, which is what a training
+loop needs to report nats per example whatever the batch size, to apply a KL
+weight, and to say which term went wrong when one is not finite.
+"""
+
+from typing import NamedTuple
+
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import kl_divergence
+
+
+class ELBOTerms(NamedTuple):
+    """
+    The two parts of the ELBO of each example in a batch, in nats, each of
+    shape ``(batch,)``: ``ELBO = log_likelihood - kl``.
+
+    :ivar log_likelihood: the sum over observed sites of log p(x|z) at the
+        sampled z (including ``pyro.factor`` terms).
+    :ivar kl: the sum over latent sites of KL(q || p), in closed form or as
+        the single-sample estimate log q(z) - log p(z).
+    """
+
+    log_likelihood: torch.Tensor
+    kl: torch.Tensor
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.log_likelihood - self.kl
+
+
+def _traces(model, guide, args, kwargs):
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
+def _scaled(site, value):
+    scale = site["scale"]
+    if isinstance(scale, float) and scale == 1.0:
+        return value
+    return value * scale
+
+
+class _PerExample:
+    """Sums per-example terms, checking that each has shape ``(batch,)``."""
+
+    def __init__(self):
+        self.batch_shape = None
+
+    def add(self, total, site, value):
+        value = _scaled(site, value)
+        if self.batch_shape is None:
+            self.batch_shape = value.shape
+        if value.dim() != 1 or value.shape != self.batch_shape:
+            raise ValueError(
+                f"sample site {site['name']!r} has a log-density of shape {tuple(value.shape)}, "
+                f"expected {tuple(self.batch_shape)}: every site must sit inside the data plate "
+                "so that each example gets its own ELBO"
+            )
+        return total + value
+
+
+def _observed_sites(model_trace):
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample" and site["is_observed"]:
+            yield site
+
+
+def _latent_sites(model_trace, guide_trace):
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
+            continue
+        guide_site = guide_trace.nodes[name]
+        if not guide_site["fn"].has_rsample:
+            raise ValueError(
+                f"latent site {name!r} is not reparameterizable; pyprobvae's ELBO uses pathwise "
+                "gradients only (use pyro.infer.Trace_ELBO for score-function estimators)"
+            )
+        yield site, guide_site
+
+
+def _kl(site, guide_site, analytic):
+    if analytic:
+        try:
+            return kl_divergence(guide_site["fn"], site["fn"])
+        except NotImplementedError:
+            pass
+    z = site["value"]
+    return guide_site["fn"].log_prob(z) - site["fn"].log_prob(z)
+
+
+def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOTerms:
+    """
+    Estimate the per-example ELBO of ``model`` and ``guide`` with one sample
+    from the guide.
+
+    :param callable model: a Pyro model whose sites sit inside a data plate.
+    :param callable guide: a Pyro guide with reparameterized latent sites.
+    :param args: the batch (and anything else) passed to model and guide.
+    :param bool analytic_kl: use closed-form KL divergences where torch has
+        them; with False every KL is the Monte Carlo estimate.
+    :return: :class:`ELBOTerms`.
+    """
+    model_trace, guide_trace = _traces(model, guide, args, kwargs)
+    terms = _PerExample()
+    log_likelihood = kl = 0.0
+    for site in _observed_sites(model_trace):
+        log_likelihood = terms.add(log_likelihood, site, site["fn"].log_prob(site["value"]))
+    for site, guide_site in _latent_sites(model_trace, guide_trace):
+        kl = terms.add(kl, site, _kl(site, guide_site, analytic_kl))
+    return ELBOTerms(torch.as_tensor(log_likelihood), torch.as_tensor(kl))
+
+
+def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:
+    """
+    One importance weight per example,
+    ``log w = log p(x, z) - log q(z|x)`` with ``z ~ q(z|x)``, so that
+    ``E_q[w] = p(x)``.
+
+    :return: tensor of shape ``(batch,)``.
+    """
+    model_trace, guide_trace = _traces(model, guide, args, kwargs)
+    terms = _PerExample()
+    log_w = 0.0
+    for site in _observed_sites(model_trace):
+        log_w = terms.add(log_w, site, site["fn"].log_prob(site["value"]))
+    for site, guide_site in _latent_sites(model_trace, guide_trace):
+        z = site["value"]
+        log_w = terms.add(log_w, site, site["fn"].log_prob(z) - guide_site["fn"].log_prob(z))
+    return log_w

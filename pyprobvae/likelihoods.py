@@ -1,0 +1,219 @@
+"""
+Likelihoods p(x|z): turn a decoder's raw outputs into a Pyro distribution over
+one example.
+
+Every likelihood here is an :class:`torch.nn.Module` ``likelihood(output)``
+mapping decoder outputs of shape ``(batch, num_outputs)`` to a distribution
+with batch shape ``(batch,)`` and event shape ``data_shape``, whose support is
+data in the package's data space (pixel values in ``[0, 1]``). Its
+``log_prob`` is therefore the log-likelihood of a whole example, in nats.
+"""
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from pyro.distributions import Bernoulli, Categorical, Normal, TorchDistribution, constraints
+from torch import nn
+
+LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
+
+
+class Likelihood(nn.Module):
+    """
+    Base class: a likelihood with ``outputs_per_dim`` decoder outputs per data
+    dimension.
+
+    :param tuple data_shape: shape of one example, e.g. ``(1, 8, 8)``.
+    """
+
+    outputs_per_dim = 1
+
+    def __init__(self, data_shape: Tuple[int, ...]):
+        super().__init__()
+        self.data_shape = tuple(data_shape)
+        self.data_dim = math.prod(self.data_shape)
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of decoder outputs this likelihood consumes per example."""
+        return self.outputs_per_dim * self.data_dim
+
+    def mean(self, output: torch.Tensor) -> torch.Tensor:
+        """
+        :param torch.Tensor output: decoder outputs ``(batch, num_outputs)``.
+        :return: E[x|z] in data space, shape ``(batch, *data_shape)``.
+        """
+        return self(output).mean
+
+    def check_data(self, x: torch.Tensor, name: str = "data") -> None:
+        """
+        Raise :class:`ValueError` naming the problem when ``x`` is not a batch
+        of examples inside this likelihood's support.
+
+        :param torch.Tensor x: data of shape ``(batch, *data_shape)``.
+        :param str name: how to call the data in the error message.
+        """
+        if tuple(x.shape[1:]) != self.data_shape:
+            raise ValueError(
+                f"{name} has shape {tuple(x.shape)}, but the model expects "
+                f"(batch, {', '.join(map(str, self.data_shape))})"
+            )
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite values")
+
+    def _event(self, base):
+        return base.to_event(len(self.data_shape))
+
+
+class BernoulliLikelihood(Likelihood):
+    """
+    p(x|z) = prod_i Bernoulli(x_i; sigmoid(f_i(z))) for binary data; the decoder
+    outputs the logits f(z).
+    """
+
+    def forward(self, output):
+        logits = output.reshape(output.shape[:1] + self.data_shape)
+        return self._event(Bernoulli(logits=logits, validate_args=False))
+
+    def check_data(self, x, name="data"):
+        super().check_data(x, name)
+        non_binary = ((x != 0) & (x != 1)).sum()
+        if non_binary:
+            raise ValueError(
+                f"the Bernoulli likelihood needs binary data, but {name} has "
+                f"{int(non_binary)} values other than 0 and 1: binarize it "
+                "(binarize='threshold' or 'dynamic') or choose the 'gaussian' or "
+                "'categorical' likelihood"
+            )
+
+
+class GaussianLikelihood(Likelihood):
+    """
+    p(x|z) = prod_i Normal(x_i; f_i(z), sigma^2) with one scale ``sigma``
+    shared by all dimensions: fixed, or learned jointly with the decoder
+    (the sigma-VAE of Rybkin et al. 2021), ``sigma = softplus(s) + min_scale``.
+
+    :param tuple data_shape: shape of one example.
+    :param float scale: the fixed scale, or the initial scale when learned.
+    :param bool learn_scale: whether sigma is a trained parameter.
+    :param float min_scale: lower bound of a learned scale, which keeps the
+        likelihood bounded on data with constant pixels.
+    """
+
+    def __init__(self, data_shape, scale: float = 0.1, learn_scale: bool = False, min_scale: float = 1e-3):
+        super().__init__(data_shape)
+        if not scale > 0:
+            raise ValueError(f"the Gaussian likelihood's scale must be positive, got {scale}")
+        self.learn_scale = learn_scale
+        self.min_scale = min_scale
+        raw = torch.tensor(math.log(math.expm1(max(scale - min_scale, 1e-6))))
+        if learn_scale:
+            self.raw_scale = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_scale", raw)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The shared standard deviation sigma."""
+        return F.softplus(self.raw_scale) + self.min_scale
+
+    def forward(self, output):
+        loc = output.reshape(output.shape[:1] + self.data_shape)
+        return self._event(Normal(loc, self.scale, validate_args=False))
+
+
+class QuantizedCategorical(TorchDistribution):
+    """
+    A categorical distribution over ``L`` evenly spaced values
+    ``{0, 1/(L-1), ..., 1}``: the exact likelihood of pixels that take
+    ``L`` intensity levels (``L = 17`` for scikit-learn's digits).
+
+    :param torch.Tensor logits: unnormalized log-probabilities, shape
+        ``batch_shape + (L,)``.
+    """
+
+    arg_constraints = {"logits": constraints.real_vector}
+    support = constraints.unit_interval
+
+    def __init__(self, logits, validate_args=None):
+        self.logits = logits
+        self.num_levels = logits.shape[-1]
+        super().__init__(logits.shape[:-1], validate_args=validate_args)
+
+    def _levels(self):
+        return torch.linspace(0, 1, self.num_levels, dtype=self.logits.dtype, device=self.logits.device)
+
+    def log_prob(self, value):
+        index = torch.round(value * (self.num_levels - 1)).long().unsqueeze(-1)
+        return self.logits.log_softmax(-1).gather(-1, index).squeeze(-1)
+
+    def sample(self, sample_shape=torch.Size()):
+        index = Categorical(logits=self.logits).sample(sample_shape)
+        return index.to(self.logits.dtype) / (self.num_levels - 1)
+
+    @property
+    def mean(self):
+        return self.logits.softmax(-1) @ self._levels()
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return QuantizedCategorical(self.logits.expand(batch_shape + (self.num_levels,)))
+
+
+class CategoricalLikelihood(Likelihood):
+    """
+    p(x|z) = prod_i Categorical(x_i; softmax(f_i(z))) over the ``num_levels``
+    pixel values ``{0, 1/(L-1), ..., 1}``; the decoder outputs ``L`` logits per
+    pixel. Exact for quantized data, with no binarization or dequantization.
+
+    :param tuple data_shape: shape of one example.
+    :param int num_levels: number of intensity levels ``L >= 2``.
+    """
+
+    def __init__(self, data_shape, num_levels: int):
+        super().__init__(data_shape)
+        if num_levels < 2:
+            raise ValueError(f"the categorical likelihood needs num_levels >= 2, got {num_levels}")
+        self.num_levels = num_levels
+        self.outputs_per_dim = num_levels
+
+    def forward(self, output):
+        logits = output.reshape(output.shape[:1] + self.data_shape + (self.num_levels,))
+        return self._event(QuantizedCategorical(logits))
+
+    def check_data(self, x, name="data"):
+        super().check_data(x, name)
+        scaled = x * (self.num_levels - 1)
+        off_grid = ((scaled - scaled.round()).abs() > 1e-3) | (x < 0) | (x > 1)
+        if off_grid.any():
+            raise ValueError(
+                f"the categorical likelihood with {self.num_levels} levels needs data in "
+                f"{{0, 1/{self.num_levels - 1}, ..., 1}}, but {name} has {int(off_grid.sum())} "
+                "values off that grid: pass the data set's num_levels, or choose the "
+                "'gaussian' likelihood for real-valued data"
+            )
+
+
+def make_likelihood(name: str, data_shape, num_levels=None, gaussian_scale: float = 0.1, learn_scale: bool = False):
+    """
+    Build a likelihood by name.
+
+    :param str name: one of ``"bernoulli"``, ``"gaussian"``, ``"categorical"``.
+    :param tuple data_shape: shape of one example.
+    :param num_levels: pixel levels, required by ``"categorical"``.
+    :param float gaussian_scale: fixed (or initial, when learned) scale of
+        ``"gaussian"``.
+    :param bool learn_scale: learn the scale of ``"gaussian"``.
+    """
+    if name == "bernoulli":
+        return BernoulliLikelihood(data_shape)
+    if name == "gaussian":
+        return GaussianLikelihood(data_shape, gaussian_scale, learn_scale)
+    if name == "categorical":
+        if num_levels is None:
+            raise ValueError("the categorical likelihood needs the number of pixel levels (num_levels)")
+        return CategoricalLikelihood(data_shape, num_levels)
+    raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")

@@ -1,0 +1,128 @@
+"""
+Evaluation of a trained latent-variable model on held-out data, every number
+in nats per example unless said otherwise.
+"""
+
+import math
+from typing import Optional
+
+import torch
+from torch.distributions import Independent, kl_divergence
+
+from .data import iterate_minibatches
+from .infer.elbo import log_importance_weights
+from .infer.training import dataset_elbo
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@torch.no_grad()
+def iwae_log_likelihood(model, x: torch.Tensor, num_samples: int, max_rows: int = 16384) -> torch.Tensor:
+    """
+    The importance-weighted estimate of log p(x) (Burda et al. 2016),
+
+        log p(x) >= L_K(x) = E[ log (1/K) sum_k p(x, z_k) / q(z_k|x) ],  z_k ~ q(z|x),
+
+    a lower bound in expectation that increases with K and reaches log p(x) as
+    K -> infinity (K = 1 is the ELBO). Examples are processed a chunk at a
+    time and the K samples in passes of at most ``max_rows`` rows, combined
+    with a running log-sum-exp, so memory stays bounded whatever K is.
+
+    :param model: a module with Pyro ``model`` and ``guide`` methods.
+    :param torch.Tensor x: data, shape ``(N, *data_shape)``.
+    :param int num_samples: K >= 1.
+    :param int max_rows: most examples-times-samples evaluated at once.
+    :return: the estimates, shape ``(N,)``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"the IWAE estimate needs num_samples >= 1, got {num_samples}")
+    samples_per_pass = min(num_samples, max_rows)
+    examples_per_chunk = max(1, max_rows // samples_per_pass)
+    estimates = []
+    for idx in iterate_minibatches(len(x), examples_per_chunk, False, device=x.device):
+        batch = x[idx]
+        log_sum = torch.full((len(batch),), -math.inf, device=x.device)
+        for start in range(0, num_samples, samples_per_pass):
+            k = min(samples_per_pass, num_samples - start)
+            repeated = batch.expand((k,) + batch.shape).reshape((k * len(batch),) + batch.shape[1:])
+            log_w = log_importance_weights(model.model, model.guide, repeated).reshape(k, len(batch))
+            log_sum = torch.logaddexp(log_sum, log_w.logsumexp(0))
+        estimates.append(log_sum - math.log(num_samples))
+    return torch.cat(estimates)
+
+
+@torch.no_grad()
+def kl_per_dimension(model, x: torch.Tensor) -> Optional[torch.Tensor]:
+    """
+    The average over examples of KL(q(z_i|x) || p(z_i)) for each latent
+    dimension i, when both q and p factorize over dimensions with a closed-form
+    KL (the diagonal-normal guide and prior); None otherwise.
+
+    :return: tensor of shape ``(latent_dim,)`` or None.
+    """
+    q = model.encoder(x)
+    p = model.prior(len(x))
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        return None
+    try:
+        return kl_divergence(q.base_dist, p.base_dist).mean(0)
+    except NotImplementedError:
+        return None
+
+
+@torch.no_grad()
+def active_units(model, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> torch.Tensor:
+    """
+    Activity of each latent dimension (Burda et al. 2016): the variance over
+    the data of the posterior mean, ``A_i = Cov_x(E_q[z_i|x])``. A dimension
+    with ``A_i > threshold`` (0.01) is active; an inactive one carries no
+    information about x.
+
+    :return: boolean tensor of shape ``(latent_dim,)``.
+    """
+    return model.encode(x).var(0, unbiased=False) > threshold
+
+
+@torch.no_grad()
+def reconstruction_mse(model, x: torch.Tensor) -> float:
+    """
+    Mean over examples and dimensions of ``(x - E[x | z = E_q[z|x]])^2``.
+    """
+    return float((model.reconstruct(x) - x).pow(2).mean())
+
+
+def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool = True) -> dict:
+    """
+    Every held-out number of a model, in nats per example:
+
+    * ``test_elbo``: E_q[log p(x|z)] - KL(q(z|x) || p(z)), one sample per
+      example (closed-form KL where available);
+    * ``test_nll``: -L_K, the IWAE estimate of -log p(x) with
+      ``iwae_samples`` samples (an upper bound on the NLL in expectation);
+    * ``kl``: KL(q(z|x) || p(z)); ``kl_per_dim`` when it has a closed form;
+    * ``recon_nll``: -E_q[log p(x|z)]; ``recon_mse`` per dimension;
+    * ``active_units`` out of ``latent_dim``.
+
+    :param model: a trained :class:`~pyprobvae.models.VAE`.
+    :param torch.Tensor x: held-out data as the model sees it (see
+        :func:`~pyprobvae.infer.evaluation_data`).
+    :param int iwae_samples: K of the IWAE estimate.
+    :param bool analytic_kl: closed-form KL where available.
+    """
+    model.eval()
+    model.likelihood.check_data(x, "evaluation data")
+    terms = dataset_elbo(model, x, analytic_kl=analytic_kl)
+    kl_dims = kl_per_dimension(model, x)
+    active = active_units(model, x)
+    return {
+        "test_elbo": float(terms.elbo.mean()),
+        "test_nll": float(-iwae_log_likelihood(model, x, iwae_samples).mean()),
+        "iwae_samples": iwae_samples,
+        "kl": float(terms.kl.mean()),
+        "kl_per_dim": None if kl_dims is None else [round(float(v), 6) for v in kl_dims],
+        "recon_nll": float(-terms.log_likelihood.mean()),
+        "recon_mse": reconstruction_mse(model, x),
+        "active_units": int(active.sum()),
+        "latent_dim": int(active.numel()),
+        "num_examples": len(x),
+    }

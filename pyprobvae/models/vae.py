@@ -1,0 +1,182 @@
+"""
+The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014) as a
+Pyro model/guide pair.
+"""
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import pyro
+import torch
+from torch import nn
+
+from .. import interpolation
+from ..families import make_family
+from ..likelihoods import make_likelihood
+from ..nets import MLP
+from ..priors import StandardNormal
+
+
+class VAE(nn.Module):
+    """
+    A VAE: prior p(z), decoder p(x|z) and amortized guide q(z|x).
+
+    The generative model and the guide are written for Pyro::
+
+        model(x):  z_n ~ p(z),  x_n ~ p(x | z_n)   for n in plate "data"
+        guide(x):  z_n ~ q(z | x_n)                 for n in plate "data"
+
+    so ``SVI(vae.model, vae.guide, optim, Trace_ELBO())`` trains it, and every
+    site is inside the data plate: per-example log densities have shape
+    ``(batch,)``. The verbs ``encode``, ``decode``, ``reconstruct``, ``sample``
+    and ``interpolate`` work in data space (pixel values in ``[0, 1]``).
+
+    :param torch.nn.Module encoder: maps ``x`` to the distribution q(z|x).
+    :param torch.nn.Module decoder: maps ``z`` to the distribution p(x|z); its
+        last module is a :class:`~pyprobvae.likelihoods.Likelihood`.
+    :param torch.nn.Module prior: maps a batch size to p(z).
+    :param dict spec: the keyword arguments of :func:`build_vae` that rebuild
+        this architecture (stored in checkpoints).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, spec: Optional[dict] = None):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.spec = spec
+
+    @property
+    def likelihood(self):
+        """The :class:`~pyprobvae.likelihoods.Likelihood` ending the decoder."""
+        return self.decoder[-1]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
+    @property
+    def data_shape(self) -> Tuple[int, ...]:
+        return self.likelihood.data_shape
+
+    def model(self, x: torch.Tensor):
+        """
+        p(x, z) = p(z) p(x|z) for a batch ``x`` of shape ``(batch, *data_shape)``.
+        """
+        pyro.module("decoder", self.decoder)
+        pyro.module("prior", self.prior)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior(x.shape[0]))
+            pyro.sample("x", self.decoder(z), obs=x)
+
+    def guide(self, x: torch.Tensor):
+        """
+        q(z|x) for a batch ``x`` of shape ``(batch, *data_shape)``.
+        """
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.encoder(x))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
+        :return: the posterior means E_q[z|x], shape ``(batch, latent_dim)``.
+        """
+        return self.encoder(x).mean
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """
+        :param torch.Tensor z: codes, shape ``(batch, latent_dim)``.
+        :return: the decoder's mean E[x|z], shape ``(batch, *data_shape)``.
+        """
+        return self.decoder(z).mean
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
+        :return: E[x | z = E_q[z|x]], shape ``(batch, *data_shape)``.
+        """
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        """
+        Draw ``z ~ p(z)`` and decode it.
+
+        :param int num_samples: how many examples.
+        :return: E[x|z] for each draw, shape ``(num_samples, *data_shape)``.
+        """
+        return self.decode(self.prior(num_samples).sample())
+
+    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8, method: str = "linear") -> torch.Tensor:
+        """
+        Decode a path between the codes of two batches of inputs.
+
+        :param torch.Tensor x0: start inputs, shape ``(batch, *data_shape)``.
+        :param torch.Tensor x1: end inputs, same shape.
+        :param int steps: points on each path, endpoints included (>= 2).
+        :param str method: ``"linear"`` or ``"spherical"``
+            (see :mod:`pyprobvae.interpolation`).
+        :return: decoded paths, shape ``(batch, steps, *data_shape)``.
+        """
+        if method not in interpolation.INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {method!r}; choose one of {', '.join(interpolation.INTERPOLATIONS)}")
+        if steps < 2:
+            raise ValueError(f"an interpolation needs steps >= 2, got {steps}")
+        z0, z1 = self.encode(x0), self.encode(x1)
+        t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype)
+        path = getattr(interpolation, method)(z0, z1, t)
+        return self.decode(path.reshape(-1, self.latent_dim)).reshape(path.shape[:2] + self.data_shape)
+
+
+def build_vae(
+    data_shape: Sequence[int],
+    latent_dim: int = 8,
+    hidden: Sequence[int] = (256,),
+    likelihood: str = "bernoulli",
+    guide: str = "diagonal",
+    num_levels: Optional[int] = None,
+    gaussian_scale: float = 0.1,
+    learn_scale: bool = False,
+) -> VAE:
+    """
+    Build a VAE with MLP encoder and decoder.
+
+    The encoder is ``x -> hidden[0] -> ... -> hidden[-1]`` followed by the
+    guide family's output layer; the decoder mirrors it,
+    ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood outputs``.
+
+    :param data_shape: shape of one example, e.g. ``(1, 8, 8)``.
+    :param int latent_dim: dimension of z (>= 1).
+    :param hidden: hidden-layer widths of the encoder (the decoder reverses
+        them).
+    :param str likelihood: ``"bernoulli"``, ``"gaussian"`` or
+        ``"categorical"``.
+    :param str guide: the variational family, ``"diagonal"``.
+    :param num_levels: pixel levels for the categorical likelihood.
+    :param float gaussian_scale: scale of the Gaussian likelihood.
+    :param bool learn_scale: learn the Gaussian likelihood's scale.
+    """
+    data_shape = tuple(int(d) for d in data_shape)
+    hidden = tuple(int(h) for h in hidden)
+    if latent_dim < 1:
+        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden widths must be >= 1, got {list(hidden)}")
+    spec = dict(
+        data_shape=list(data_shape),
+        latent_dim=int(latent_dim),
+        hidden=list(hidden),
+        likelihood=likelihood,
+        guide=guide,
+        num_levels=num_levels,
+        gaussian_scale=float(gaussian_scale),
+        learn_scale=bool(learn_scale),
+    )
+    lik = make_likelihood(likelihood, data_shape, num_levels, gaussian_scale, learn_scale)
+    features = MLP(math.prod(data_shape), hidden)
+    encoder = nn.Sequential(features, make_family(guide, features.out_features, latent_dim))
+    decoder = nn.Sequential(MLP(latent_dim, hidden[::-1], lik.num_outputs), lik)
+    return VAE(encoder, decoder, StandardNormal(latent_dim), spec)

@@ -1,0 +1,48 @@
+"""
+Encoder and decoder networks: plain :class:`torch.nn.Module` s that know
+nothing about probability. The variational families and likelihoods turn their
+outputs into distributions.
+"""
+
+from typing import Optional, Sequence
+
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """
+    A multilayer perceptron ``in_features -> hidden[0] -> ... -> out_features``
+    with a nonlinearity after every hidden layer.
+
+    Inputs of shape ``(batch, *event)`` are flattened to
+    ``(batch, in_features)`` first, so images can be fed as they are. With
+    ``out_features=None`` the network ends at the last hidden activation: that
+    is how encoders are built, the variational family adding its own output
+    layer on these features.
+
+    :param int in_features: number of input features (after flattening).
+    :param hidden: widths of the hidden layers, e.g. ``(400,)``; may be empty.
+    :type hidden: sequence of int
+    :param out_features: number of outputs of a final linear layer, or None
+        for no output layer.
+    :type out_features: int or None
+    :param type activation: nonlinearity class, instantiated once per hidden
+        layer.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: Optional[int] = None,
+        activation: type = nn.ReLU,
+    ):
+        widths = [in_features, *hidden]
+        layers = [nn.Flatten()]
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(width_in, width_out), activation()]
+        if out_features is not None:
+            layers.append(nn.Linear(widths[-1], out_features))
+        super().__init__(*layers)
+        self.in_features = in_features
+        self.out_features = widths[-1] if out_features is None else out_features
