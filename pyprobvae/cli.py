@@ -1,0 +1,283 @@
+"""
+The ``pyprobvae`` command: ``train``, ``evaluate``, ``sample``,
+``reconstruct``, ``interpolate`` and ``encode``, the same verbs as the Python
+API. Errors in what the user asked for are one line on stderr and exit
+status 2.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import fields
+
+import numpy as np
+import torch
+
+from . import __version__, plots
+from .data import DataError
+from .families import FAMILIES
+from .infer import CheckpointError, NonFiniteLossError, TrainConfig
+from .infer.training import BINARIZATIONS, OPTIMIZERS
+from .interpolation import INTERPOLATIONS
+from .likelihoods import LIKELIHOODS
+from .models import MODELS
+from .runs import CONFIG, Run, train_run, write_images
+
+TRAIN_DEFAULTS = dict(
+    dataset="digits",
+    data_dir=None,
+    model="vae",
+    guide="diagonal",
+    likelihood=None,
+    latent_dim=8,
+    hidden="256",
+    gaussian_scale=0.1,
+    learn_scale=False,
+    epochs=100,
+    batch_size=128,
+    lr=1e-3,
+    optimizer="adam",
+    kl_warmup_epochs=0,
+    binarize=None,
+    seed=0,
+    device="cpu",
+    iwae_samples=1000,
+)
+
+
+class UsageError(Exception):
+    """A mistake in the command line: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _widths(text):
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 400 or 512,256, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return text
+
+
+def _add_train(commands):
+    p = commands.add_parser("train", help="train a model into a run folder")
+    p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, or PATH.npz")
+    p.add_argument("--data-dir", help="directory holding the MNIST-format IDX files")
+    p.add_argument("--model", choices=MODELS)
+    p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x)")
+    p.add_argument("--likelihood", choices=LIKELIHOODS, help="p(x|z); default: categorical for digits, bernoulli for MNIST")
+    p.add_argument("--gaussian-scale", type=_positive_float, help="scale of the gaussian likelihood (default 0.1)")
+    p.add_argument("--learn-scale", action="store_true", default=None, help="learn the gaussian likelihood's scale")
+    p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (default 8)")
+    p.add_argument("--hidden", type=_widths, help="hidden widths, e.g. 400 or 512,256 (default 256)")
+    p.add_argument("--epochs", type=_positive_int, help="default 100")
+    p.add_argument("--batch-size", type=_positive_int, help="default 128")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--kl-warmup-epochs", type=_non_negative_int, help="anneal the KL weight from 0 to 1 over this many epochs")
+    p.add_argument("--binarize", choices=BINARIZATIONS + ("none",), help="binarize pixels for the bernoulli likelihood")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
+    p.add_argument("--iwae-samples", type=_positive_int, help="K of the final test NLL estimate (default 1000)")
+    p.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_run_commands(commands):
+    p = commands.add_parser("evaluate", help="print held-out metrics of a run as JSON")
+    p.add_argument("run")
+    p.add_argument("--iwae-samples", type=_positive_int, default=1000, help="K of the IWAE estimate (default 1000)")
+    p.add_argument("--device", default="cpu")
+
+    p = commands.add_parser("sample", help="decode draws from the prior")
+    p.add_argument("run")
+    p.add_argument("--n", type=_positive_int, default=64)
+    p.add_argument("--out", required=True, help="FILE.png (grid) or FILE.npy (array, values in [0, 1])")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+    p = commands.add_parser("reconstruct", help="reconstruct the first N test examples")
+    p.add_argument("run")
+    p.add_argument("--n", type=_positive_int, default=32)
+    p.add_argument("--out", required=True, help="FILE.png (inputs above reconstructions) or FILE.npy")
+    p.add_argument("--device", default="cpu")
+
+    p = commands.add_parser("interpolate", help="decode paths between the codes of test examples")
+    p.add_argument("run")
+    p.add_argument("--pairs", type=_positive_int, default=8, help="number of paths")
+    p.add_argument("--steps", type=int, default=10, help="points per path, endpoints included")
+    p.add_argument("--method", choices=INTERPOLATIONS, default="linear")
+    p.add_argument("--seed", type=int, default=0, help="which test examples are paired")
+    p.add_argument("--out", required=True, help="FILE.png (one row per path) or FILE.npy (pairs, steps, *data_shape)")
+    p.add_argument("--device", default="cpu")
+
+    p = commands.add_parser("encode", help="write the posterior means of a split")
+    p.add_argument("run")
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--out", required=True, help="FILE.npy, shape (N, latent_dim)")
+    p.add_argument("--device", default="cpu")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyprobvae", description="Variational autoencoders as Pyro model/guide pairs.")
+    parser.add_argument("--version", action="version", version=f"pyprobvae {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_train(commands)
+    _add_run_commands(commands)
+    return parser
+
+
+def _train(args):
+    given = {k: v for k, v in vars(args).items() if v is not None and k in TRAIN_DEFAULTS}
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+        settings = _saved_settings(args.out)
+    else:
+        settings = dict(TRAIN_DEFAULTS)
+    settings.update(given)
+    out = args.out or os.path.join("runs", f"{os.path.basename(settings['dataset']).replace('.npz', '')}-{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if settings["binarize"] == "none":
+        settings["binarize"] = None
+    train_config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name in settings})
+    model_options = dict(
+        latent_dim=settings["latent_dim"],
+        hidden=[int(w) for w in str(settings["hidden"]).split(",")],
+        guide=settings["guide"],
+        gaussian_scale=settings["gaussian_scale"],
+        learn_scale=settings["learn_scale"],
+    )
+    if settings["likelihood"] is not None:
+        model_options["likelihood"] = settings["likelihood"]
+    metrics = train_run(
+        out, settings["dataset"], settings["data_dir"], model_options, train_config,
+        settings["iwae_samples"], args.resume, progress=not args.quiet,
+    )
+    summary = {k: metrics[k] for k in ("test_elbo", "test_nll", "iwae_samples", "kl", "active_units")}
+    print(json.dumps(summary))
+    print(f"run folder: {os.path.abspath(out)}")
+
+
+def _saved_settings(directory):
+    path = os.path.join(directory, CONFIG)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"nothing to resume: {directory} has no {CONFIG}")
+    with open(path) as f:
+        config = json.load(f)
+    spec = config["spec"]
+    settings = dict(TRAIN_DEFAULTS)
+    settings.update(config["train"])
+    settings.update(
+        dataset=config["dataset"],
+        data_dir=config["data_dir"],
+        model=config["model"],
+        guide=spec["guide"],
+        likelihood=spec["likelihood"],
+        latent_dim=spec["latent_dim"],
+        hidden=",".join(map(str, spec["hidden"])),
+        gaussian_scale=spec["gaussian_scale"],
+        learn_scale=spec["learn_scale"],
+        binarize=config["train"]["binarize"] or "none",
+        iwae_samples=config["iwae_samples"],
+    )
+    return settings
+
+
+def _evaluate(args):
+    print(json.dumps(Run(args.run, args.device).evaluate(args.iwae_samples)))
+
+
+def _sample(args):
+    run = Run(args.run, args.device)
+    torch.manual_seed(args.seed)
+    print(write_images(run.model.sample(args.n), args.out))
+
+
+def _reconstruct(args):
+    run = Run(args.run, args.device)
+    x = run.model_data("test")[: args.n]
+    recon = run.model.reconstruct(x)
+    if args.out.lower().endswith(".png"):
+        print(plots.save_reconstructions(x, recon, args.out))
+    else:
+        print(write_images(recon, args.out))
+
+
+def _interpolate(args):
+    run = Run(args.run, args.device)
+    x = run.model_data("test")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: 2 * args.pairs].to(x.device)
+    if len(order) < 2 * args.pairs:
+        raise UsageError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; the test set has {len(x)}")
+    strips = run.model.interpolate(x[order[: args.pairs]], x[order[args.pairs :]], args.steps, args.method)
+    if args.out.lower().endswith(".png"):
+        print(plots.save_interpolation(strips, args.out, title=f"{args.method} interpolation"))
+    else:
+        print(write_images(strips, args.out))
+
+
+def _encode(args):
+    run = Run(args.run, args.device)
+    if not args.out.lower().endswith(".npy"):
+        raise UsageError(f"encode writes an array: --out must end in .npy, got {args.out!r}")
+    z = run.model.encode(run.model_data(args.split))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    np.save(args.out, z.cpu().numpy())
+    print(args.out)
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "sample": _sample,
+    "reconstruct": _reconstruct,
+    "interpolate": _interpolate,
+    "encode": _encode,
+}
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``pyprobvae`` command; returns the exit status."""
+    try:
+        args = make_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except (UsageError, ValueError, DataError, CheckpointError) as e:
+        print(f"pyprobvae: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"pyprobvae: training diverged: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""
+Run folders: everything one training run produces, in one directory.
+
+A run folder holds
+
+* ``checkpoint.pt``: model, optimizer and random state, written atomically
+  after every epoch (:mod:`pyprobvae.infer.checkpoint`);
+* ``config.json``: the data set, the architecture and the training settings;
+* ``metrics.json``: the held-out evaluation and the per-epoch history;
+* pictures: ``reconstructions.png``, ``samples.png``, ``interpolation.png``,
+  ``latent.png`` and ``curves.png``.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, replace
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import plots
+from .data import Dataset, load_dataset
+from .infer import TrainConfig, fit, load_checkpoint
+from .infer.checkpoint import CheckpointError
+from .infer.training import evaluation_data, resolve_device
+from .metrics import evaluate
+from .models import build_vae
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+
+
+def default_likelihood(dataset: Dataset) -> dict:
+    """
+    The likelihood (and binarization) a data set is modelled with unless the
+    user says otherwise: the exact categorical over pixel levels for
+    ``digits`` (17 levels), Bernoulli with dynamic binarization for other
+    quantized images (MNIST), Gaussian for real-valued data.
+
+    :return: ``{"likelihood": ..., "binarize": ...}``.
+    """
+    if dataset.name == "digits":
+        return {"likelihood": "categorical", "binarize": None}
+    if dataset.num_levels is None:
+        return {"likelihood": "gaussian", "binarize": None}
+    return {"likelihood": "bernoulli", "binarize": None if dataset.num_levels == 2 else "dynamic"}
+
+
+def write_json(data, path: str) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".json-", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_images(images: torch.Tensor, path: str, nrow: Optional[int] = None) -> str:
+    """
+    Write a batch of images in data space: a PNG grid (``.png``) or the array
+    itself (``.npy``, shape ``(N, *data_shape)``, values in ``[0, 1]``).
+
+    :param torch.Tensor images: shape ``(N, *data_shape)``.
+    :param str path: destination ending in ``.png`` or ``.npy``.
+    :param nrow: images per row of a PNG grid.
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".png":
+        return plots.save_image_grid(images, path, nrow=nrow)
+    if suffix == ".npy":
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".array-", suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, images.detach().cpu().numpy())
+        os.replace(tmp, path)
+        return path
+    raise ValueError(f"cannot write {path!r}: the output must end in .png or .npy")
+
+
+class Run:
+    """
+    A trained run loaded from its folder.
+
+    :param str directory: the run folder.
+    :param str device: where to put the model.
+    :raises CheckpointError: when the folder has no readable checkpoint.
+    """
+
+    def __init__(self, directory: str, device: str = "cpu"):
+        if not os.path.isdir(directory):
+            raise CheckpointError(f"run folder {directory} does not exist")
+        checkpoint = os.path.join(directory, CHECKPOINT)
+        if not os.path.isfile(checkpoint):
+            raise CheckpointError(f"run folder {directory} has no checkpoint ({CHECKPOINT}); train it first")
+        self.directory = directory
+        self.device = resolve_device(device)
+        state = load_checkpoint(checkpoint, map_location=self.device)
+        with open(os.path.join(directory, CONFIG)) as f:
+            self.config = json.load(f)
+        self.model = build_vae(**state["spec"]).to(self.device)
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+        self.history = state["history"]
+
+    def dataset(self, split: str = "test") -> Dataset:
+        """The run's data set, split ``split``, on the run's device."""
+        return load_dataset(self.config["dataset"], split, self.config.get("data_dir")).to(self.device)
+
+    def model_data(self, split: str = "test") -> torch.Tensor:
+        """The split as the model sees it (binarized like the held-out data)."""
+        return evaluation_data(self.dataset(split), self.config["train"]["binarize"])
+
+    def evaluate(self, iwae_samples: int = 1000) -> dict:
+        """:func:`pyprobvae.metrics.evaluate` on the held-out split."""
+        return evaluate(self.model, self.model_data("test"), iwae_samples, self.config["train"]["analytic_kl"])
+
+    def write_pictures(self) -> None:
+        """Reconstructions, prior samples, an interpolation strip, the latent space and the curves."""
+        model, test = self.model, self.dataset("test")
+        x = self.model_data("test")
+        path = lambda name: os.path.join(self.directory, name)  # noqa: E731
+        generator = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        plots.save_reconstructions(x[:32], model.reconstruct(x[:32]), path("reconstructions.png"), title="test inputs and reconstructions")
+        plots.save_image_grid(model.sample(64), path("samples.png"), nrow=8, title="decoded prior samples  z ~ N(0, I)")
+        pairs = torch.randperm(len(x), generator=generator)[:16].to(x.device)
+        strips = model.interpolate(x[pairs[:8]], x[pairs[8:]], steps=10, method="linear")
+        plots.save_interpolation(strips, path("interpolation.png"), title="linear interpolation between test codes")
+        plots.save_latent_scatter(model.encode(x), test.y, path("latent.png"), title="posterior means of the test set")
+        plots.save_training_curves(self.history, path("curves.png"))
+
+
+def train_run(
+    directory: str,
+    dataset: str = "digits",
+    data_dir: Optional[str] = None,
+    model_options: Optional[dict] = None,
+    train_config: Optional[TrainConfig] = None,
+    iwae_samples: int = 1000,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """
+    Train a model into the run folder ``directory``, evaluate it on the test
+    split, and write the metrics and pictures.
+
+    :param str directory: the run folder (created if needed).
+    :param str dataset: ``"digits"``, ``"mnist"``, ``"fashion-mnist"`` or an
+        ``.npz`` path.
+    :param data_dir: directory of the MNIST-format files.
+    :param dict model_options: keyword arguments of
+        :func:`~pyprobvae.models.build_vae` other than ``data_shape`` and
+        ``num_levels``; the likelihood defaults to :func:`default_likelihood`.
+    :param TrainConfig train_config: training settings; its ``binarize``
+        defaults to the likelihood's need.
+    :param int iwae_samples: K of the final IWAE evaluation.
+    :param bool resume: continue the run's checkpoint.
+    :param bool progress: show progress.
+    :return: the metrics written to ``metrics.json``.
+    """
+    train = load_dataset(dataset, "train", data_dir)
+    test = load_dataset(dataset, "test", data_dir)
+    options = dict(model_options or {})
+    defaults = default_likelihood(train)
+    options.setdefault("likelihood", defaults["likelihood"])
+    train_config = train_config or TrainConfig()
+    if train_config.binarize is None and options["likelihood"] == "bernoulli" and train.num_levels != 2:
+        train_config = replace(train_config, binarize=defaults["binarize"] or "dynamic")
+    model = build_vae(train.data_shape, num_levels=train.num_levels, **options)
+    config = {
+        "dataset": dataset,
+        "data_dir": None if data_dir is None else os.path.abspath(data_dir),
+        "model": "vae",
+        "spec": model.spec,
+        "train": asdict(train_config),
+        "iwae_samples": iwae_samples,
+    }
+    if not resume:
+        write_json(config, os.path.join(directory, CONFIG))
+    history = fit(model, train, test, train_config, os.path.join(directory, CHECKPOINT), resume, progress)
+    write_json(config, os.path.join(directory, CONFIG))
+    run = Run(directory, train_config.device)
+    metrics = run.evaluate(iwae_samples)
+    metrics["history"] = history
+    write_json(metrics, os.path.join(directory, METRICS))
+    run.write_pictures()
+    return metrics
