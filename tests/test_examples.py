@@ -1,0 +1,24 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("vae_digits.py", ["--epochs", "2", "--iwae-samples", "10"]),
+        ("vae_stock_pyro_svi.py", ["--steps", "20"]),
+    ],
+)
+def test_example_runs(script, args, tmp_path):
+    if script == "vae_digits.py":
+        args = [*args, "--out", str(tmp_path)]
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "nats" in result.stdout or "test_elbo" in result.stdout
