@@ -619,6 +619,12 @@ def main(argv=None):
         f"load average at start {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}" if la else ""
     )
 
+    # Move everything allocated so far (modules, data sets) out of the
+    # collector's reach, so that the gc.collect() before each timed block is
+    # cheap and the same for every contender.
+    gc.collect()
+    gc.freeze()
+
     results = {"environment": env}
     if "time" not in args.skip:
         results["step_time"] = [bench_step_time(n, s, t, mode) for n, (s, t) in CONFIGS.items()]

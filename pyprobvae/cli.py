@@ -180,7 +180,7 @@ def _train(args):
         model_options["likelihood"] = settings["likelihood"]
     metrics = train_run(
         out, settings["dataset"], settings["data_dir"], model_options, train_config,
-        settings["iwae_samples"], args.resume, progress=not args.quiet,
+        settings["iwae_samples"], args.resume, progress=not args.quiet, auto_binarize=args.binarize is None and not args.resume,
     )
     summary = {k: metrics[k] for k in ("test_elbo", "test_nll", "iwae_samples", "kl", "active_units")}
     print(json.dumps(summary))

@@ -145,6 +145,7 @@ def train_run(
     iwae_samples: int = 1000,
     resume: bool = False,
     progress: bool = True,
+    auto_binarize: bool = True,
 ) -> dict:
     """
     Train a model into the run folder ``directory``, evaluate it on the test
@@ -162,6 +163,9 @@ def train_run(
     :param int iwae_samples: K of the final IWAE evaluation.
     :param bool resume: continue the run's checkpoint.
     :param bool progress: show progress.
+    :param bool auto_binarize: with a Bernoulli likelihood, non-binary data
+        and ``train_config.binarize=None``, binarize as
+        :func:`default_likelihood` says (dynamically) instead of failing.
     :return: the metrics written to ``metrics.json``.
     """
     train = load_dataset(dataset, "train", data_dir)
@@ -170,7 +174,7 @@ def train_run(
     defaults = default_likelihood(train)
     options.setdefault("likelihood", defaults["likelihood"])
     train_config = train_config or TrainConfig()
-    if train_config.binarize is None and options["likelihood"] == "bernoulli" and train.num_levels != 2:
+    if auto_binarize and train_config.binarize is None and options["likelihood"] == "bernoulli" and train.num_levels != 2:
         train_config = replace(train_config, binarize=defaults["binarize"] or "dynamic")
     model = build_vae(train.data_shape, num_levels=train.num_levels, **options)
     config = {

@@ -143,3 +143,27 @@ def test_console_script_has_no_traceback():
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_train_on_local_mnist_files(tmp_path, capsys):
+    from pyprobvae.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 64), ("t10k", 32)):
+        write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte"), rng.integers(0, 10, n, dtype=np.uint8))
+    out = str(tmp_path / "run")
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--out", out, *SMALL]) == 0
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["spec"]["likelihood"] == "bernoulli" and config["train"]["binarize"] == "dynamic"
+    assert config["spec"]["data_shape"] == [1, 28, 28]
+    capsys.readouterr()
+    assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)
+
+
+def test_bernoulli_on_grey_digits_without_binarization_is_an_error(tmp_path, capsys):
+    argv = ["train", "--likelihood", "bernoulli", "--binarize", "none", "--epochs", "1", "--out", str(tmp_path / "r"), *SMALL]
+    assert main(argv) == 2
+    assert "binarize" in capsys.readouterr().err
