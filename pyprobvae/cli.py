@@ -23,7 +23,7 @@ from .infer.training import BINARIZATIONS, OPTIMIZERS
 from .interpolation import INTERPOLATIONS
 from .likelihoods import LIKELIHOODS
 from .models import MODELS
-from .runs import CONFIG, Run, train_run, write_images
+from .runs import Run, read_config, train_run, write_images
 
 TRAIN_DEFAULTS = dict(
     dataset="digits",
@@ -188,11 +188,9 @@ def _train(args):
 
 
 def _saved_settings(directory):
-    path = os.path.join(directory, CONFIG)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"nothing to resume: {directory} has no {CONFIG}")
-    with open(path) as f:
-        config = json.load(f)
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"nothing to resume: run folder {directory} does not exist")
+    config = read_config(directory)
     spec = config["spec"]
     settings = dict(TRAIN_DEFAULTS)
     settings.update(config["train"])

@@ -83,6 +83,20 @@ def write_images(images: torch.Tensor, path: str, nrow: Optional[int] = None) ->
     raise ValueError(f"cannot write {path!r}: the output must end in .png or .npy")
 
 
+def read_config(directory: str) -> dict:
+    """
+    The ``config.json`` of a run folder.
+
+    :raises CheckpointError: when it is missing or unreadable.
+    """
+    path = os.path.join(directory, CONFIG)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"run folder {directory} has no readable {CONFIG} ({e})") from e
+
+
 class Run:
     """
     A trained run loaded from its folder.
@@ -101,8 +115,7 @@ class Run:
         self.directory = directory
         self.device = resolve_device(device)
         state = load_checkpoint(checkpoint, map_location=self.device)
-        with open(os.path.join(directory, CONFIG)) as f:
-            self.config = json.load(f)
+        self.config = read_config(directory)
         self.model = build_vae(**state["spec"]).to(self.device)
         self.model.load_state_dict(state["model"])
         self.model.eval()
