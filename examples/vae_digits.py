@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 
+import pyro
+
 import pyprobvae as ppv
 from pyprobvae import plots
 from pyprobvae.infer import evaluation_data
@@ -23,6 +25,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     train, test = ppv.load_dataset("digits", "train"), ppv.load_dataset("digits", "test")
+    pyro.set_rng_seed(0)  # the initial weights; TrainConfig.seed covers the rest
     # 17 intensity levels: the categorical likelihood is exact for these pixels.
     vae = ppv.build_vae(train.data_shape, latent_dim=args.latent_dim, hidden=[256],
                         likelihood="categorical", num_levels=train.num_levels)

@@ -116,6 +116,7 @@ def _add_run_commands(commands):
     p = commands.add_parser("evaluate", help="print held-out metrics of a run as JSON")
     p.add_argument("run")
     p.add_argument("--iwae-samples", type=_positive_int, default=1000, help="K of the IWAE estimate (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo estimates")
     p.add_argument("--device", default="cpu")
 
     p = commands.add_parser("sample", help="decode draws from the prior")
@@ -211,7 +212,7 @@ def _saved_settings(directory):
 
 
 def _evaluate(args):
-    print(json.dumps(Run(args.run, args.device).evaluate(args.iwae_samples)))
+    print(json.dumps(Run(args.run, args.device).evaluate(args.iwae_samples, args.seed)))
 
 
 def _sample(args):

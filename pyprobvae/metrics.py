@@ -105,7 +105,7 @@ def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool
 
     :param model: a trained :class:`~pyprobvae.models.VAE`.
     :param torch.Tensor x: held-out data as the model sees it (see
-        :func:`~pyprobvae.infer.evaluation_data`).
+        :func:`~pyprobvae.infer.training.evaluation_data`).
     :param int iwae_samples: K of the IWAE estimate.
     :param bool analytic_kl: closed-form KL where available.
     """

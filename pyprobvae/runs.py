@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from typing import Optional
 
 import numpy as np
+import pyro
 import torch
 
 from . import plots
@@ -129,15 +130,26 @@ class Run:
         """The split as the model sees it (binarized like the held-out data)."""
         return evaluation_data(self.dataset(split), self.config["train"]["binarize"])
 
-    def evaluate(self, iwae_samples: int = 1000) -> dict:
-        """:func:`pyprobvae.metrics.evaluate` on the held-out split."""
+    def evaluate(self, iwae_samples: int = 1000, seed: int = 0) -> dict:
+        """
+        :func:`pyprobvae.metrics.evaluate` on the held-out split, with
+        torch's random state seeded so the Monte Carlo estimates repeat.
+        """
+        torch.manual_seed(seed)
         return evaluate(self.model, self.model_data("test"), iwae_samples, self.config["train"]["analytic_kl"])
 
     def write_pictures(self) -> None:
-        """Reconstructions, prior samples, an interpolation strip, the latent space and the curves."""
+        """
+        The latent space and the training curves; for image data also
+        reconstructions, prior samples and an interpolation strip.
+        """
         model, test = self.model, self.dataset("test")
         x = self.model_data("test")
         path = lambda name: os.path.join(self.directory, name)  # noqa: E731
+        plots.save_latent_scatter(model.encode(x), test.y, path("latent.png"), title="posterior means of the test set")
+        plots.save_training_curves(self.history, path("curves.png"))
+        if len(model.data_shape) != 3:
+            return
         generator = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
         plots.save_reconstructions(x[:32], model.reconstruct(x[:32]), path("reconstructions.png"), title="test inputs and reconstructions")
@@ -145,8 +157,6 @@ class Run:
         pairs = torch.randperm(len(x), generator=generator)[:16].to(x.device)
         strips = model.interpolate(x[pairs[:8]], x[pairs[8:]], steps=10, method="linear")
         plots.save_interpolation(strips, path("interpolation.png"), title="linear interpolation between test codes")
-        plots.save_latent_scatter(model.encode(x), test.y, path("latent.png"), title="posterior means of the test set")
-        plots.save_training_curves(self.history, path("curves.png"))
 
 
 def train_run(
@@ -189,6 +199,7 @@ def train_run(
     train_config = train_config or TrainConfig()
     if auto_binarize and train_config.binarize is None and options["likelihood"] == "bernoulli" and train.num_levels != 2:
         train_config = replace(train_config, binarize=defaults["binarize"] or "dynamic")
+    pyro.set_rng_seed(train_config.seed)
     model = build_vae(train.data_shape, num_levels=train.num_levels, **options)
     config = {
         "dataset": dataset,

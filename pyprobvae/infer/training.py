@@ -59,7 +59,9 @@ class TrainConfig:
     :type binarize: str or None
     :param bool analytic_kl: closed-form KL where available.
     :param int seed: seeds Pyro's sampling, the shuffling and the
-        binarization; the same seed gives the same numbers.
+        binarization; with the model initialized the same way (e.g. after
+        ``pyro.set_rng_seed(seed)``, as :func:`~pyprobvae.runs.train_run`
+        does) the same seed gives the same numbers.
     :param str device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
     """
 
