@@ -160,7 +160,9 @@ class QuantizedCategorical(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
-        return QuantizedCategorical(self.logits.expand(batch_shape + (self.num_levels,)))
+        if batch_shape == self.batch_shape:
+            return self
+        return QuantizedCategorical(self.logits.expand(batch_shape + (self.num_levels,)), validate_args=False)
 
 
 class CategoricalLikelihood(Likelihood):
@@ -182,7 +184,7 @@ class CategoricalLikelihood(Likelihood):
 
     def forward(self, output):
         logits = output.reshape(output.shape[:1] + self.data_shape + (self.num_levels,))
-        return self._event(QuantizedCategorical(logits))
+        return self._event(QuantizedCategorical(logits, validate_args=False))
 
     def check_data(self, x, name="data"):
         super().check_data(x, name)

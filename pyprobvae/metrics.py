@@ -28,7 +28,8 @@ def iwae_log_likelihood(model, x: torch.Tensor, num_samples: int, max_rows: int 
     time and the K samples in passes of at most ``max_rows`` rows, combined
     with a running log-sum-exp, so memory stays bounded whatever K is.
 
-    :param model: a module with Pyro ``model`` and ``guide`` methods.
+    :param model: a module with Pyro ``model(x, register)`` and
+        ``guide(x, register)`` methods.
     :param torch.Tensor x: data, shape ``(N, *data_shape)``.
     :param int num_samples: K >= 1.
     :param int max_rows: most examples-times-samples evaluated at once.
@@ -45,7 +46,7 @@ def iwae_log_likelihood(model, x: torch.Tensor, num_samples: int, max_rows: int 
         for start in range(0, num_samples, samples_per_pass):
             k = min(samples_per_pass, num_samples - start)
             repeated = batch.expand((k,) + batch.shape).reshape((k * len(batch),) + batch.shape[1:])
-            log_w = log_importance_weights(model.model, model.guide, repeated).reshape(k, len(batch))
+            log_w = log_importance_weights(model.model, model.guide, repeated, register=False).reshape(k, len(batch))
             log_sum = torch.logaddexp(log_sum, log_w.logsumexp(0))
         estimates.append(log_sum - math.log(num_samples))
     return torch.cat(estimates)

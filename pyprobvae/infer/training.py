@@ -111,10 +111,12 @@ class ELBOLoss(nn.Module):
     ``forward(x)`` returns the :class:`~pyprobvae.infer.elbo.ELBOTerms` of a
     batch under ``model.model`` and ``model.guide``. Going through
     ``forward`` is what lets ``DistributedDataParallel(ELBOLoss(model))``
-    synchronize gradients.
+    synchronize gradients. The parameters are optimized as the module's own,
+    so ``model`` and ``guide`` are called with ``register=False`` and skip
+    registering them in Pyro's param store.
 
-    :param torch.nn.Module model: a module with Pyro ``model`` and ``guide``
-        methods.
+    :param torch.nn.Module model: a module with Pyro ``model(x, register)``
+        and ``guide(x, register)`` methods.
     :param bool analytic_kl: closed-form KL where available.
     """
 
@@ -124,7 +126,7 @@ class ELBOLoss(nn.Module):
         self.analytic_kl = analytic_kl
 
     def forward(self, x: torch.Tensor) -> ELBOTerms:
-        return elbo_terms(self.model.model, self.model.guide, x, analytic_kl=self.analytic_kl)
+        return elbo_terms(self.model.model, self.model.guide, x, analytic_kl=self.analytic_kl, register=False)
 
 
 def evaluation_data(dataset: Dataset, binarization: Optional[str]) -> torch.Tensor:

@@ -59,21 +59,31 @@ class VAE(nn.Module):
     def data_shape(self) -> Tuple[int, ...]:
         return self.likelihood.data_shape
 
-    def model(self, x: torch.Tensor):
+    def model(self, x: torch.Tensor, register: bool = True):
         """
         p(x, z) = p(z) p(x|z) for a batch ``x`` of shape ``(batch, *data_shape)``.
+
+        :param bool register: register the decoder's and prior's parameters
+            in Pyro's param store, which :class:`pyro.infer.SVI` needs to
+            find them. pyprobvae's own loop optimizes the module's parameters
+            directly and passes False, saving the registration on every step.
         """
-        pyro.module("decoder", self.decoder)
-        pyro.module("prior", self.prior)
+        if register:
+            pyro.module("decoder", self.decoder)
+            pyro.module("prior", self.prior)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.decoder(z), obs=x)
 
-    def guide(self, x: torch.Tensor):
+    def guide(self, x: torch.Tensor, register: bool = True):
         """
         q(z|x) for a batch ``x`` of shape ``(batch, *data_shape)``.
+
+        :param bool register: register the encoder's parameters in Pyro's
+            param store (see :meth:`model`).
         """
-        pyro.module("encoder", self.encoder)
+        if register:
+            pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", self.encoder(x))
 
