@@ -109,16 +109,21 @@ class GaussianLikelihood(Likelihood):
             raise ValueError(f"the Gaussian likelihood's scale must be positive, got {scale}")
         self.learn_scale = learn_scale
         self.min_scale = min_scale
-        raw = torch.tensor(math.log(math.expm1(max(scale - min_scale, 1e-6))))
         if learn_scale:
-            self.raw_scale = nn.Parameter(raw)
+            if not scale > min_scale:
+                raise ValueError(f"the initial learned scale must exceed min_scale={min_scale}, got {scale}")
+            excess = scale - min_scale
+            # the inverse of softplus, log(expm1(excess)), written to stay finite for large scales
+            self.raw_scale = nn.Parameter(torch.tensor(excess + math.log(-math.expm1(-excess))))
         else:
-            self.register_buffer("raw_scale", raw)
+            self.register_buffer("fixed_scale", torch.tensor(float(scale)))
 
     @property
     def scale(self) -> torch.Tensor:
         """The shared standard deviation sigma."""
-        return F.softplus(self.raw_scale) + self.min_scale
+        if self.learn_scale:
+            return F.softplus(self.raw_scale) + self.min_scale
+        return self.fixed_scale
 
     def forward(self, output):
         loc = output.reshape(output.shape[:1] + self.data_shape)

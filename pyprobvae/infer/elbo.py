@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 from pyro import poutine
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
@@ -49,13 +50,6 @@ def _traces(model, guide, args, kwargs):
     return model_trace, guide_trace
 
 
-def _scaled(site, value):
-    scale = site["scale"]
-    if isinstance(scale, float) and scale == 1.0:
-        return value
-    return value * scale
-
-
 class _PerExample:
     """Sums per-example terms, checking that each has shape ``(batch,)``."""
 
@@ -63,7 +57,7 @@ class _PerExample:
         self.batch_shape = None
 
     def add(self, total, site, value):
-        value = _scaled(site, value)
+        value = scale_and_mask(value, site["scale"], site["mask"])
         if self.batch_shape is None:
             self.batch_shape = value.shape
         if value.dim() != 1 or value.shape != self.batch_shape:
@@ -123,7 +117,7 @@ def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOT
         log_likelihood = terms.add(log_likelihood, site, site["fn"].log_prob(site["value"]))
     for site, guide_site in _latent_sites(model_trace, guide_trace):
         kl = terms.add(kl, site, _kl(site, guide_site, analytic_kl))
-    return ELBOTerms(torch.as_tensor(log_likelihood), torch.as_tensor(kl))
+    return ELBOTerms(*torch.broadcast_tensors(torch.as_tensor(log_likelihood), torch.as_tensor(kl)))
 
 
 def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:

@@ -161,7 +161,10 @@ def _make_optimizer(config: TrainConfig, params):
     return ClippedAdam(params, lr=config.lr, clip_norm=config.clip_norm)
 
 
-def _check_training_data(model, train_x, config):
+def _training_data(model, train_x, config):
+    """The training data as the model sees it: thresholded once, or checked to be binarizable."""
+    if config.binarize == "threshold":
+        train_x = binarize(train_x, "threshold")
     if config.binarize == "dynamic":
         outside = ((train_x < 0) | (train_x > 1) | ~torch.isfinite(train_x)).sum()
         if outside:
@@ -169,6 +172,7 @@ def _check_training_data(model, train_x, config):
         model.likelihood.check_data(binarize(train_x, "threshold"), "training data")
     else:
         model.likelihood.check_data(train_x, "training data")
+    return train_x
 
 
 def _kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -279,15 +283,11 @@ def fit(
     config = config or TrainConfig()
     device = resolve_device(config.device)
     model.to(device)
-    train_x = train.x.to(device)
-    _check_training_data(model, train_x, config)
+    train_x = _training_data(model, train.x.to(device), config)
     test_x = None
     if test is not None:
         test_x = evaluation_data(test.to(device), config.binarize)
         model.likelihood.check_data(test_x, "test data")
-    if config.binarize == "threshold":
-        train_x = binarize(train_x, "threshold")
-
     loss_fn = ELBOLoss(model, config.analytic_kl)
     optimizer = _make_optimizer(config, model.parameters())
     random = _Random(config.seed, device)
