@@ -17,9 +17,9 @@ import torch
 
 from . import __version__, plots
 from .data import DataError
-from .families import FAMILIES
+from .families import FAMILIES, FLOWS
 from .infer import CheckpointError, NonFiniteLossError, TrainConfig
-from .infer.training import BINARIZATIONS, OPTIMIZERS
+from .infer.training import BINARIZATIONS, ESTIMATORS, OPTIMIZERS
 from .interpolation import INTERPOLATIONS
 from .likelihoods import LIKELIHOODS
 from .models import MODELS
@@ -30,6 +30,10 @@ TRAIN_DEFAULTS = dict(
     data_dir=None,
     model="vae",
     guide="diagonal",
+    components=2,
+    flow="iaf",
+    flow_depth=2,
+    estimator="pathwise",
     likelihood=None,
     latent_dim=8,
     hidden="256",
@@ -92,7 +96,12 @@ def _add_train(commands):
     p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, or PATH.npz")
     p.add_argument("--data-dir", help="directory holding the MNIST-format IDX files")
     p.add_argument("--model", choices=MODELS)
-    p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x)")
+    p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x) (default diagonal)")
+    p.add_argument("--components", type=_positive_int, help="mixture components K of --guide mixture (default 2)")
+    p.add_argument("--flow", choices=FLOWS, help="flow of --guide flow (default iaf)")
+    p.add_argument("--flow-depth", type=_positive_int, help="flow layers of --guide flow (default 2)")
+    p.add_argument("--estimator", choices=ESTIMATORS,
+                   help="gradient estimator: pathwise (default) or stratified (mixture guide: one sample per component)")
     p.add_argument("--likelihood", choices=LIKELIHOODS, help="p(x|z); default: categorical for digits, bernoulli for MNIST")
     p.add_argument("--gaussian-scale", type=_positive_float, help="scale of the gaussian likelihood (default 0.1)")
     p.add_argument("--learn-scale", action="store_true", default=None, help="learn the gaussian likelihood's scale")
@@ -174,6 +183,9 @@ def _train(args):
         latent_dim=settings["latent_dim"],
         hidden=[int(w) for w in str(settings["hidden"]).split(",")],
         guide=settings["guide"],
+        components=settings["components"],
+        flow=settings["flow"],
+        flow_depth=settings["flow_depth"],
         gaussian_scale=settings["gaussian_scale"],
         learn_scale=settings["learn_scale"],
     )
@@ -200,6 +212,9 @@ def _saved_settings(directory):
         data_dir=config["data_dir"],
         model=config["model"],
         guide=spec["guide"],
+        components=spec["components"],
+        flow=spec["flow"],
+        flow_depth=spec["flow_depth"],
         likelihood=spec["likelihood"],
         latent_dim=spec["latent_dim"],
         hidden=",".join(map(str, spec["hidden"])),

@@ -3,8 +3,8 @@ Likelihoods p(x|z): turn a decoder's raw outputs into a Pyro distribution over
 one example.
 
 Every likelihood here is an :class:`torch.nn.Module` ``likelihood(output)``
-mapping decoder outputs of shape ``(batch, num_outputs)`` to a distribution
-with batch shape ``(batch,)`` and event shape ``data_shape``, whose support is
+mapping decoder outputs of shape ``(*batch, num_outputs)`` to a distribution
+with batch shape ``batch`` and event shape ``data_shape``, whose support is
 data in the package's data space (pixel values in ``[0, 1]``). Its
 ``log_prob`` is therefore the log-likelihood of a whole example, in nats.
 """
@@ -40,13 +40,6 @@ class Likelihood(nn.Module):
         """Number of decoder outputs this likelihood consumes per example."""
         return self.outputs_per_dim * self.data_dim
 
-    def mean(self, output: torch.Tensor) -> torch.Tensor:
-        """
-        :param torch.Tensor output: decoder outputs ``(batch, num_outputs)``.
-        :return: E[x|z] in data space, shape ``(batch, *data_shape)``.
-        """
-        return self(output).mean
-
     def check_data(self, x: torch.Tensor, name: str = "data") -> None:
         """
         Raise :class:`ValueError` naming the problem when ``x`` is not a batch
@@ -75,7 +68,7 @@ class BernoulliLikelihood(Likelihood):
     """
 
     def forward(self, output):
-        logits = output.reshape(output.shape[:1] + self.data_shape)
+        logits = output.reshape(output.shape[:-1] + self.data_shape)
         return self._event(Bernoulli(logits=logits, validate_args=False))
 
     def check_data(self, x, name="data"):
@@ -126,7 +119,7 @@ class GaussianLikelihood(Likelihood):
         return self.fixed_scale
 
     def forward(self, output):
-        loc = output.reshape(output.shape[:1] + self.data_shape)
+        loc = output.reshape(output.shape[:-1] + self.data_shape)
         return self._event(Normal(loc, self.scale, validate_args=False))
 
 
@@ -152,8 +145,10 @@ class QuantizedCategorical(TorchDistribution):
         return torch.linspace(0, 1, self.num_levels, dtype=self.logits.dtype, device=self.logits.device)
 
     def log_prob(self, value):
+        log_probs = self.logits.log_softmax(-1)
         index = torch.round(value * (self.num_levels - 1)).long().unsqueeze(-1)
-        return self.logits.log_softmax(-1).gather(-1, index).squeeze(-1)
+        shape = torch.broadcast_shapes(index.shape[:-1], log_probs.shape[:-1])
+        return log_probs.expand(shape + (self.num_levels,)).gather(-1, index.expand(shape + (1,))).squeeze(-1)
 
     def sample(self, sample_shape=torch.Size()):
         index = Categorical(logits=self.logits).sample(sample_shape)
@@ -188,7 +183,7 @@ class CategoricalLikelihood(Likelihood):
         self.outputs_per_dim = num_levels
 
     def forward(self, output):
-        logits = output.reshape(output.shape[:1] + self.data_shape + (self.num_levels,))
+        logits = output.reshape(output.shape[:-1] + self.data_shape + (self.num_levels,))
         return self._event(QuantizedCategorical(logits, validate_args=False))
 
     def check_data(self, x, name="data"):

@@ -4,7 +4,8 @@ nothing about probability. The variational families and likelihoods turn their
 outputs into distributions.
 """
 
-from typing import Optional, Sequence
+import math
+from typing import Optional, Sequence, Union
 
 from torch import nn
 
@@ -14,13 +15,16 @@ class MLP(nn.Sequential):
     A multilayer perceptron ``in_features -> hidden[0] -> ... -> out_features``
     with a nonlinearity after every hidden layer.
 
-    Inputs of shape ``(batch, *event)`` are flattened to
-    ``(batch, in_features)`` first, so images can be fed as they are. With
+    Inputs of shape ``(*batch, *in_shape)`` have their trailing ``in_shape``
+    dimensions flattened first, so images can be fed as they are and any
+    number of leading batch dimensions is kept. With
     ``out_features=None`` the network ends at the last hidden activation: that
     is how encoders are built, the variational family adding its own output
     layer on these features.
 
-    :param int in_features: number of input features (after flattening).
+    :param in_shape: shape of one input, e.g. ``(1, 28, 28)``, or its number
+        of features.
+    :type in_shape: int or sequence of int
     :param hidden: widths of the hidden layers, e.g. ``(400,)``; may be empty.
     :type hidden: sequence of int
     :param out_features: number of outputs of a final linear layer, or None
@@ -32,13 +36,15 @@ class MLP(nn.Sequential):
 
     def __init__(
         self,
-        in_features: int,
+        in_shape: Union[int, Sequence[int]],
         hidden: Sequence[int],
         out_features: Optional[int] = None,
         activation: type = nn.ReLU,
     ):
+        in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        in_features = math.prod(in_shape)
         widths = [in_features, *hidden]
-        layers = [nn.Flatten()]
+        layers = [nn.Flatten(start_dim=-len(in_shape))] if len(in_shape) > 1 else []
         for width_in, width_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(width_in, width_out), activation()]
         if out_features is not None:

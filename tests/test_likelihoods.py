@@ -46,7 +46,7 @@ def test_bernoulli_log_prob_against_brute_force():
             prob = 1 / (1 + math.exp(-logits[n, i]))
             brute[n] += math.log(prob) if x[n, i] == 1 else math.log(1 - prob)
     np.testing.assert_allclose(log_prob.numpy(), brute, rtol=1e-10)
-    np.testing.assert_allclose(lik.mean(torch.from_numpy(logits)).reshape(BATCH, 12).numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-12)
+    np.testing.assert_allclose(lik(torch.from_numpy(logits)).mean.reshape(BATCH, 12).numpy(), 1 / (1 + np.exp(-logits)), rtol=1e-12)
 
 
 def test_bernoulli_log_prob_is_finite_for_extreme_logits():
@@ -76,7 +76,7 @@ def test_gaussian_log_prob_against_brute_force(scale):
         for n in range(BATCH)
     ]
     np.testing.assert_allclose(log_prob.numpy(), brute, rtol=1e-10)
-    np.testing.assert_allclose(lik.mean(torch.from_numpy(loc)).reshape(BATCH, 12).numpy(), loc)
+    np.testing.assert_allclose(lik(torch.from_numpy(loc)).mean.reshape(BATCH, 12).numpy(), loc)
 
 
 def test_gaussian_learned_scale_is_a_parameter_and_fixed_scale_is_not():

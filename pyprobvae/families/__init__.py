@@ -1,25 +1,45 @@
 """
 Variational families q(z|x): modules mapping an encoder's features to a
 distribution over the latent code with batch shape ``(batch,)`` and event
-shape ``(latent_dim,)``.
+shape ``(latent_dim,)``, reparameterized so that gradients flow through
+samples.
 """
 
 from .diagonal import DiagonalNormal
+from .flow import FLOWS, NormalizingFlow
+from .mixture import DiagonalNormalMixture
 
-FAMILIES = ("diagonal",)
+FAMILIES = ("diagonal", "mixture", "flow")
 
 
-def make_family(name: str, in_features: int, latent_dim: int):
+def make_family(
+    name: str,
+    in_features: int,
+    latent_dim: int,
+    components: int = 2,
+    flow: str = "iaf",
+    flow_depth: int = 2,
+):
     """
     Build a variational family by name.
 
-    :param str name: ``"diagonal"``.
+    :param str name: ``"diagonal"`` (:class:`DiagonalNormal`), ``"mixture"``
+        (:class:`DiagonalNormalMixture`) or ``"flow"`` (:class:`NormalizingFlow`).
     :param int in_features: width of the encoder features it reads.
     :param int latent_dim: dimension of z.
+    :param int components: number of mixture components K (``"mixture"``).
+    :param str flow: one of :data:`FLOWS` (``"flow"``).
+    :param int flow_depth: number of flow layers (``"flow"``).
     """
     if name == "diagonal":
         return DiagonalNormal(in_features, latent_dim)
+    if name == "mixture":
+        if components < 1:
+            raise ValueError(f"a mixture guide needs components >= 1, got {components}")
+        return DiagonalNormalMixture(in_features, latent_dim, components)
+    if name == "flow":
+        return NormalizingFlow(in_features, latent_dim, flow, flow_depth)
     raise ValueError(f"unknown guide {name!r}; choose one of {', '.join(FAMILIES)}")
 
 
-__all__ = ["DiagonalNormal", "FAMILIES", "make_family"]
+__all__ = ["DiagonalNormal", "DiagonalNormalMixture", "FAMILIES", "FLOWS", "NormalizingFlow", "make_family"]

@@ -1,5 +1,5 @@
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .elbo import ELBOTerms, elbo_terms, log_importance_weights
+from .elbo import ELBOTerms, elbo_terms, log_importance_weights, stratified_elbo_terms
 from .training import ELBOLoss, NonFiniteLossError, TrainConfig, dataset_elbo, evaluation_data, fit, train_step
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "load_checkpoint",
     "log_importance_weights",
     "save_checkpoint",
+    "stratified_elbo_terms",
     "train_step",
 ]

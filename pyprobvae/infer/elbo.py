@@ -51,16 +51,20 @@ def _traces(model, guide, args, kwargs):
 
 
 class _PerExample:
-    """Sums per-example terms, checking that each has shape ``(batch,)``."""
+    """
+    Sums per-example terms, checking that each has shape ``(batch,)``, or
+    ``(samples, batch)`` with ``sample_dims=1``.
+    """
 
-    def __init__(self):
+    def __init__(self, sample_dims: int = 0):
+        self.sample_dims = sample_dims
         self.batch_shape = None
 
     def add(self, total, site, value):
         value = scale_and_mask(value, site["scale"], site["mask"])
         if self.batch_shape is None:
             self.batch_shape = value.shape
-        if value.dim() != 1 or value.shape != self.batch_shape:
+        if value.dim() != 1 + self.sample_dims or value.shape != self.batch_shape:
             raise ValueError(
                 f"sample site {site['name']!r} has a log-density of shape {tuple(value.shape)}, "
                 f"expected {tuple(self.batch_shape)}: every site must sit inside the data plate "
@@ -118,6 +122,55 @@ def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOT
     for site, guide_site in _latent_sites(model_trace, guide_trace):
         kl = terms.add(kl, site, _kl(site, guide_site, analytic_kl))
     return ELBOTerms(*torch.broadcast_tensors(torch.as_tensor(log_likelihood), torch.as_tensor(kl)))
+
+
+def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
+    """
+    The stratified bound for a mixture guide (Morningstar et al. 2021, SIWAE
+    with one sample per component): with ``q(z|x) = sum_k pi_k q_k(z|x)`` and
+    one reparameterized draw ``z_k ~ q_k`` from each component,
+
+        L_strat(x) = log sum_k pi_k p(x, z_k) / q(z_k|x).
+
+    ``log q`` is the full mixture density. Since ``sum_k pi_k f(z_k)`` is an
+    unbiased estimate of ``E_q[f(z)]``, Jensen's inequality gives
+    ``E[L_strat] >= E[sum_k pi_k log p(x, z_k)/q(z_k|x)] = ELBO``: the bound is
+    never looser than the ELBO, and it needs no pathwise gradient through the
+    choice of component. The guide must have exactly one latent site, drawn
+    from a distribution with ``stratified_rsample()`` and
+    ``component_log_weights`` (:class:`~pyprobvae.distributions.MixtureOfDiagonalNormals`).
+
+    The terms are reported so that ``elbo = L_strat``: ``log_likelihood`` is
+    the stratified estimate ``sum_k pi_k log p(x|z_k)`` and ``kl`` is
+    ``log_likelihood - L_strat``.
+
+    :return: :class:`ELBOTerms` of shape ``(batch,)``.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    latent = [
+        site for site in guide_trace.nodes.values()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    ]
+    if len(latent) != 1 or not hasattr(latent[0]["fn"], "stratified_rsample"):
+        raise ValueError(
+            "the stratified estimator needs a guide with exactly one latent site drawn from a mixture "
+            f"(MixtureOfDiagonalNormals); this guide has {[site['name'] for site in latent]} "
+            f"of type {[type(site['fn']).__name__ for site in latent]}"
+        )
+    mixture = latent[0]["fn"]
+    latent[0]["value"] = mixture.stratified_rsample()
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    terms = _PerExample(sample_dims=1)
+    log_likelihood = log_ratio = 0.0
+    for site in _observed_sites(model_trace):
+        log_likelihood = terms.add(log_likelihood, site, site["fn"].log_prob(site["value"]))
+    for site, guide_site in _latent_sites(model_trace, guide_trace):
+        z = site["value"]
+        log_ratio = terms.add(log_ratio, site, site["fn"].log_prob(z) - guide_site["fn"].log_prob(z))
+    log_weights = mixture.component_log_weights.movedim(-1, 0)
+    bound = (log_weights + log_likelihood + log_ratio).logsumexp(0)
+    stratified_log_likelihood = (log_weights.exp() * log_likelihood).sum(0)
+    return ELBOTerms(stratified_log_likelihood, stratified_log_likelihood - bound)
 
 
 def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:

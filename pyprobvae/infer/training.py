@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, binarize, iterate_minibatches
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .elbo import ELBOTerms, elbo_terms
+from .elbo import ELBOTerms, elbo_terms, stratified_elbo_terms
 
 OPTIMIZERS = ("adam", "clipped-adam")
+ESTIMATORS = ("pathwise", "stratified")
 BINARIZATIONS = ("threshold", "dynamic")
 
 # Seed of the one binarization of held-out data under dynamic binarization, so
@@ -58,6 +59,10 @@ class TrainConfig:
         with a fixed seed).
     :type binarize: str or None
     :param bool analytic_kl: closed-form KL where available.
+    :param str estimator: ``"pathwise"``, the single-sample ELBO with
+        reparameterized gradients (:func:`~pyprobvae.infer.elbo.elbo_terms`),
+        or ``"stratified"``, the stratified bound for mixture guides
+        (:func:`~pyprobvae.infer.elbo.stratified_elbo_terms`).
     :param int seed: seeds Pyro's sampling, the shuffling and the
         binarization; with the model initialized the same way (e.g. after
         ``pyro.set_rng_seed(seed)``, as :func:`~pyprobvae.runs.train_run`
@@ -73,6 +78,7 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     binarize: Optional[str] = None
     analytic_kl: bool = True
+    estimator: str = "pathwise"
     seed: int = 0
     device: str = "cpu"
 
@@ -84,6 +90,7 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"),
             (self.clip_norm > 0, f"clip_norm must be > 0, got {self.clip_norm}"),
             (self.kl_warmup_epochs >= 0, f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}"),
+            (self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}; choose one of {', '.join(ESTIMATORS)}"),
             (self.binarize in (None,) + BINARIZATIONS, f"unknown binarization {self.binarize!r}; choose one of {', '.join(BINARIZATIONS)}"),
         ]
         for ok, message in checks:
@@ -118,14 +125,19 @@ class ELBOLoss(nn.Module):
     :param torch.nn.Module model: a module with Pyro ``model(x, register)``
         and ``guide(x, register)`` methods.
     :param bool analytic_kl: closed-form KL where available.
+    :param str estimator: ``"pathwise"`` or ``"stratified"`` (see
+        :class:`TrainConfig`).
     """
 
-    def __init__(self, model: nn.Module, analytic_kl: bool = True):
+    def __init__(self, model: nn.Module, analytic_kl: bool = True, estimator: str = "pathwise"):
         super().__init__()
         self.model = model
         self.analytic_kl = analytic_kl
+        self.estimator = estimator
 
     def forward(self, x: torch.Tensor) -> ELBOTerms:
+        if self.estimator == "stratified":
+            return stratified_elbo_terms(self.model.model, self.model.guide, x, register=False)
         return elbo_terms(self.model.model, self.model.guide, x, analytic_kl=self.analytic_kl, register=False)
 
 
@@ -288,7 +300,7 @@ def fit(
     if test is not None:
         test_x = evaluation_data(test.to(device), config.binarize)
         model.likelihood.check_data(test_x, "test data")
-    loss_fn = ELBOLoss(model, config.analytic_kl)
+    loss_fn = ELBOLoss(model, config.analytic_kl, config.estimator)
     optimizer = _make_optimizer(config, model.parameters())
     random = _Random(config.seed, device)
     start_epoch, history = 0, []

@@ -3,7 +3,6 @@ The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014) as a
 Pyro model/guide pair.
 """
 
-import math
 from typing import Optional, Sequence, Tuple
 
 import pyro
@@ -15,6 +14,9 @@ from ..families import make_family
 from ..likelihoods import make_likelihood
 from ..nets import MLP
 from ..priors import StandardNormal
+
+# Draws averaged for the posterior mean of a family without a closed form.
+POSTERIOR_MEAN_SAMPLES = 256
 
 
 class VAE(nn.Module):
@@ -91,9 +93,15 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """
         :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
-        :return: the posterior means E_q[z|x], shape ``(batch, latent_dim)``.
+        :return: the posterior means E_q[z|x], shape ``(batch, latent_dim)``;
+            for families without a closed-form mean (normalizing flows) the
+            average of :data:`POSTERIOR_MEAN_SAMPLES` draws.
         """
-        return self.encoder(x).mean
+        q = self.encoder(x)
+        try:
+            return q.mean
+        except NotImplementedError:
+            return q.sample((POSTERIOR_MEAN_SAMPLES,)).mean(0)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -147,6 +155,9 @@ def build_vae(
     hidden: Sequence[int] = (256,),
     likelihood: str = "bernoulli",
     guide: str = "diagonal",
+    components: int = 2,
+    flow: str = "iaf",
+    flow_depth: int = 2,
     num_levels: Optional[int] = None,
     gaussian_scale: float = 0.1,
     learn_scale: bool = False,
@@ -164,7 +175,12 @@ def build_vae(
         them).
     :param str likelihood: ``"bernoulli"``, ``"gaussian"`` or
         ``"categorical"``.
-    :param str guide: the variational family, ``"diagonal"``.
+    :param str guide: the variational family: ``"diagonal"``, ``"mixture"``
+        or ``"flow"`` (see :func:`~pyprobvae.families.make_family`).
+    :param int components: mixture components of the ``"mixture"`` guide.
+    :param str flow: flow of the ``"flow"`` guide: ``"planar"``,
+        ``"radial"``, ``"iaf"`` or ``"spline"``.
+    :param int flow_depth: number of flow layers.
     :param num_levels: pixel levels for the categorical likelihood.
     :param float gaussian_scale: scale of the Gaussian likelihood.
     :param bool learn_scale: learn the Gaussian likelihood's scale.
@@ -181,12 +197,15 @@ def build_vae(
         hidden=list(hidden),
         likelihood=likelihood,
         guide=guide,
+        components=int(components),
+        flow=flow,
+        flow_depth=int(flow_depth),
         num_levels=num_levels,
         gaussian_scale=float(gaussian_scale),
         learn_scale=bool(learn_scale),
     )
     lik = make_likelihood(likelihood, data_shape, num_levels, gaussian_scale, learn_scale)
-    features = MLP(math.prod(data_shape), hidden)
-    encoder = nn.Sequential(features, make_family(guide, features.out_features, latent_dim))
+    features = MLP(data_shape, hidden)
+    encoder = nn.Sequential(features, make_family(guide, features.out_features, latent_dim, components, flow, flow_depth))
     decoder = nn.Sequential(MLP(latent_dim, hidden[::-1], lik.num_outputs), lik)
     return VAE(encoder, decoder, StandardNormal(latent_dim), spec)
