@@ -11,7 +11,7 @@ Variational families compared on digits, in nats, and their cost per step.
 
 Usage::
 
-    python benchmarks/bench_families.py [--epochs 100] [--quick] [--json PATH] [--markdown PATH]
+    python benchmarks/bench_families.py [--epochs 100] [--quick] [--skip results|scaling] [--json PATH] [--markdown PATH]
 """
 
 import argparse
@@ -115,20 +115,25 @@ def main(argv=None):
     parser.add_argument("--iwae-samples", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="2 epochs, K=50, few steps: a smoke run")
     parser.add_argument("--json", help="write the numbers as JSON")
-    parser.add_argument("--markdown", help="write the two tables as Markdown")
+    parser.add_argument("--markdown", help="write the tables as Markdown")
+    parser.add_argument("--skip", choices=("results", "scaling"), action="append", default=[], help="leave out a section")
     args = parser.parse_args(argv)
     epochs, iwae_samples, steps = (2, 50, 5) if args.quick else (args.epochs, args.iwae_samples, 50)
     torch.set_num_threads(1)
     train, test = ppv.load_dataset("digits", "train"), ppv.load_dataset("digits", "test")
     print(f"digits, {epochs} epochs, batch 128, Adam 1e-3, seed 0, 1 thread; model {MODEL}")
-    results = []
-    for name, options, estimator in GUIDES:
-        results.append(train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples))
-        r = results[-1]
-        print(f"{name:<26} ELBO {r['test_elbo']:8.2f}  NLL {r['test_nll']:7.2f}  "
-              f"ELBO std {r['elbo_std']:5.2f}  active {r['active_units']}  {r['seconds_per_epoch']:.2f} s/epoch", flush=True)
-    rows = scaling(train, steps)
-    tables = results_markdown(results, epochs, iwae_samples) + "\n\n" + scaling_markdown(rows)
+    results, rows, tables = [], [], []
+    if "results" not in args.skip:
+        for name, options, estimator in GUIDES:
+            results.append(train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples))
+            r = results[-1]
+            print(f"{name:<26} ELBO {r['test_elbo']:8.2f}  NLL {r['test_nll']:7.2f}  "
+                  f"ELBO std {r['elbo_std']:5.2f}  active {r['active_units']}  {r['seconds_per_epoch']:.2f} s/epoch", flush=True)
+        tables.append(results_markdown(results, epochs, iwae_samples))
+    if "scaling" not in args.skip:
+        rows = scaling(train, steps)
+        tables.append(scaling_markdown(rows))
+    tables = "\n\n".join(tables)
     print()
     print(tables)
     if args.json:
