@@ -62,6 +62,7 @@ class NormalizingFlow(nn.Module):
     where h are the encoder features, the base is a :class:`DiagonalNormal`
     head and every layer f_k is an invertible map whose parameters are the
     output of a hypernetwork reading h. By the change of variables,
+    ::
 
         log q(z|x) = log N(z_0; mu(h), diag(sigma(h)^2))
                      - sum_k log |det df_k/dz_{k-1}|.
