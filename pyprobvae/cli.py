@@ -204,23 +204,15 @@ def _saved_settings(directory):
     if not os.path.isdir(directory):
         raise CheckpointError(f"nothing to resume: run folder {directory} does not exist")
     config = read_config(directory)
-    spec = config["spec"]
+    saved = {**config["spec"], **config["train"]}
     settings = dict(TRAIN_DEFAULTS)
-    settings.update(config["train"])
+    settings.update({name: value for name, value in saved.items() if name in TRAIN_DEFAULTS})
     settings.update(
         dataset=config["dataset"],
         data_dir=config["data_dir"],
         model=config["model"],
-        guide=spec["guide"],
-        components=spec["components"],
-        flow=spec["flow"],
-        flow_depth=spec["flow_depth"],
-        likelihood=spec["likelihood"],
-        latent_dim=spec["latent_dim"],
-        hidden=",".join(map(str, spec["hidden"])),
-        gaussian_scale=spec["gaussian_scale"],
-        learn_scale=spec["learn_scale"],
-        binarize=config["train"]["binarize"] or "none",
+        hidden=",".join(map(str, saved["hidden"])),
+        binarize=saved["binarize"] or "none",
         iwae_samples=config["iwae_samples"],
     )
     return settings

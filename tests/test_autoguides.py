@@ -34,13 +34,7 @@ MEAN_TOLERANCE = 0.1  # in exact posterior standard deviations, see the module d
 STD_TOLERANCE = 0.1  # relative
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These tensors are tiny: threads only add contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

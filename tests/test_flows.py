@@ -33,13 +33,7 @@ BATCH = 16
 CASES = [(flow, d) for flow in FLOWS for d in (1, 3) if (flow, d) != ("iaf", 1)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These networks are tiny: threads only add contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer_log_dets(q, z):

@@ -92,14 +92,18 @@ def _latent_sites(model_trace, guide_trace):
         yield site, guide_site
 
 
-def _kl(site, guide_site, analytic):
-    if analytic:
-        try:
-            return kl_divergence(guide_site["fn"], site["fn"])
-        except NotImplementedError:
-            pass
+def _sampled_kl(site, guide_site):
     z = site["value"]
     return guide_site["fn"].log_prob(z) - site["fn"].log_prob(z)
+
+
+def _kl(site, guide_site, analytic):
+    if not analytic:
+        return _sampled_kl(site, guide_site)
+    try:
+        return kl_divergence(guide_site["fn"], site["fn"])
+    except NotImplementedError:  # no closed form for this pair of families
+        return _sampled_kl(site, guide_site)
 
 
 def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOTerms:
