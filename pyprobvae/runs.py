@@ -121,10 +121,13 @@ class Run:
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.history = state["history"]
+        self._datasets = {}
 
     def dataset(self, split: str = "test") -> Dataset:
-        """The run's data set, split ``split``, on the run's device."""
-        return load_dataset(self.config["dataset"], split, self.config.get("data_dir")).to(self.device)
+        """The run's data set, split ``split``, on the run's device (loaded once)."""
+        if split not in self._datasets:
+            self._datasets[split] = load_dataset(self.config["dataset"], split, self.config.get("data_dir")).to(self.device)
+        return self._datasets[split]
 
     def model_data(self, split: str = "test") -> torch.Tensor:
         """The split as the model sees it (binarized like the held-out data)."""
