@@ -40,7 +40,7 @@ from torch import nn
 import pyprobvae
 from pyprobvae import TrainConfig, build_vae, fit, load_dataset
 from pyprobvae.data import iterate_minibatches
-from pyprobvae.infer import ELBOLoss, ELBOTerms, dataset_elbo, train_step
+from pyprobvae.infer import ELBOLoss, dataset_elbo, train_step
 from pyprobvae.metrics import iwae_log_likelihood
 
 BATCH_SIZE = 128

@@ -23,6 +23,7 @@ from .infer.training import BINARIZATIONS, ESTIMATORS, OPTIMIZERS
 from .interpolation import INTERPOLATIONS
 from .likelihoods import LIKELIHOODS
 from .models import MODELS
+from .models.ae import CODE_SOURCES
 from .runs import Run, read_config, train_run, write_images
 
 TRAIN_DEFAULTS = dict(
@@ -95,7 +96,7 @@ def _add_train(commands):
     p = commands.add_parser("train", help="train a model into a run folder")
     p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, or PATH.npz")
     p.add_argument("--data-dir", help="directory holding the MNIST-format IDX files")
-    p.add_argument("--model", choices=MODELS)
+    p.add_argument("--model", choices=MODELS, help="vae (default) or ae, the deterministic autoencoder baseline")
     p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x) (default diagonal)")
     p.add_argument("--components", type=_positive_int, help="mixture components K of --guide mixture (default 2)")
     p.add_argument("--flow", choices=FLOWS, help="flow of --guide flow (default iaf)")
@@ -131,6 +132,9 @@ def _add_run_commands(commands):
     p = commands.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
     p.add_argument("--n", type=_positive_int, default=64)
+    p.add_argument("--codes", choices=CODE_SOURCES,
+                   help="autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
+                        "fitted to the training codes (fitted)")
     p.add_argument("--out", required=True, help="FILE.png (grid) or FILE.npy (array, values in [0, 1])")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -180,6 +184,7 @@ def _train(args):
         settings["binarize"] = None
     train_config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name in settings})
     model_options = dict(
+        model=settings["model"],
         latent_dim=settings["latent_dim"],
         hidden=[int(w) for w in str(settings["hidden"]).split(",")],
         guide=settings["guide"],
@@ -224,8 +229,11 @@ def _evaluate(args):
 
 def _sample(args):
     run = Run(args.run, args.device)
+    if args.codes is not None and run.model.generative:
+        raise UsageError("--codes applies to autoencoder runs; a VAE samples its codes from its prior")
+    fitted_to = run.dataset("train").x if args.codes == "fitted" else None
     torch.manual_seed(args.seed)
-    print(write_images(run.model.sample(args.n), args.out))
+    print(write_images(run.sample(args.n, fitted_to), args.out))
 
 
 def _reconstruct(args):

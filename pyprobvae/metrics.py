@@ -104,7 +104,13 @@ def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool
     * ``recon_nll``: -E_q[log p(x|z)]; ``recon_mse`` per dimension;
     * ``active_units`` out of ``latent_dim``.
 
-    :param model: a trained :class:`~pyprobvae.models.VAE`.
+    A model that is not generative (the
+    :class:`~pyprobvae.models.Autoencoder`, whose p(z) is flat) bounds no
+    likelihood: its ``test_elbo``, ``test_nll`` and ``kl`` are None and
+    ``recon_nll`` is -log p(x | f(x)).
+
+    :param model: a trained :class:`~pyprobvae.models.VAE` or
+        :class:`~pyprobvae.models.Autoencoder`.
     :param torch.Tensor x: held-out data as the model sees it (see
         :func:`~pyprobvae.infer.training.evaluation_data`).
     :param int iwae_samples: K of the IWAE estimate.
@@ -113,13 +119,13 @@ def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool
     model.eval()
     model.likelihood.check_data(x, "evaluation data")
     terms = dataset_elbo(model, x, analytic_kl=analytic_kl)
-    kl_dims = kl_per_dimension(model, x)
     active = active_units(model, x)
+    kl_dims = kl_per_dimension(model, x) if model.generative else None
     return {
-        "test_elbo": float(terms.elbo.mean()),
-        "test_nll": float(-iwae_log_likelihood(model, x, iwae_samples).mean()),
-        "iwae_samples": iwae_samples,
-        "kl": float(terms.kl.mean()),
+        "test_elbo": float(terms.elbo.mean()) if model.generative else None,
+        "test_nll": float(-iwae_log_likelihood(model, x, iwae_samples).mean()) if model.generative else None,
+        "iwae_samples": iwae_samples if model.generative else None,
+        "kl": float(terms.kl.mean()) if model.generative else None,
         "kl_per_dim": None if kl_dims is None else [round(float(v), 6) for v in kl_dims],
         "recon_nll": float(-terms.log_likelihood.mean()),
         "recon_mse": reconstruction_mse(model, x),

@@ -8,7 +8,9 @@ A run folder holds
 * ``config.json``: the data set, the architecture and the training settings;
 * ``metrics.json``: the held-out evaluation and the per-epoch history;
 * pictures: ``reconstructions.png``, ``samples.png``, ``interpolation.png``,
-  ``latent.png`` and ``curves.png``.
+  ``latent.png`` and ``curves.png``;
+* ``classifier.pt``: for labelled data, the classifier that scores samples
+  (:mod:`pyprobvae.scores`).
 """
 
 import json
@@ -28,8 +30,11 @@ from .infer.checkpoint import CheckpointError
 from .infer.training import evaluation_data, resolve_device
 from .metrics import evaluate
 from .models import build_vae
+from .scores import load_or_train_classifier, sample_scores
 
 CHECKPOINT = "checkpoint.pt"
+CLASSIFIER = "classifier.pt"
+SCORED_SAMPLES = 1000
 CONFIG = "config.json"
 METRICS = "metrics.json"
 
@@ -136,10 +141,36 @@ class Run:
     def evaluate(self, iwae_samples: int = 1000, seed: int = 0) -> dict:
         """
         :func:`pyprobvae.metrics.evaluate` on the held-out split, with
-        torch's random state seeded so the Monte Carlo estimates repeat.
+        torch's random state seeded so the Monte Carlo estimates repeat, and,
+        for labelled data, ``sample_scores``: the
+        :func:`~pyprobvae.scores.sample_scores` of :data:`SCORED_SAMPLES`
+        decoded random codes against the test images, judged by a classifier
+        trained on the training split and cached in the run folder
+        (``classifier.pt``). A VAE's codes come from its prior; an
+        autoencoder's from N(0, I) and from a Gaussian fitted to its training
+        codes.
         """
         torch.manual_seed(seed)
-        return evaluate(self.model, self.model_data("test"), iwae_samples, self.config["train"]["analytic_kl"])
+        metrics = evaluate(self.model, self.model_data("test"), iwae_samples, self.config["train"]["analytic_kl"])
+        train = self.dataset("train")
+        if train.y is not None:
+            classifier = load_or_train_classifier(os.path.join(self.directory, CLASSIFIER), train)
+            real = self.dataset("test").x
+            sources = {"prior": None} if self.model.generative else {"standard_normal": None, "fitted_gaussian": train.x}
+            metrics["sample_scores"] = {
+                name: sample_scores(classifier, self.sample(SCORED_SAMPLES, fitted_to), real)
+                for name, fitted_to in sources.items()
+            }
+        return metrics
+
+    def sample(self, num_samples: int, fitted_to: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Decoded random codes: from the prior, or for an autoencoder from
+        N(0, I) or a Gaussian fitted to the codes of ``fitted_to``.
+        """
+        if fitted_to is None:
+            return self.model.sample(num_samples)
+        return self.model.sample(num_samples, fitted_to=fitted_to)
 
     def write_pictures(self) -> None:
         """
@@ -207,7 +238,7 @@ def train_run(
     config = {
         "dataset": dataset,
         "data_dir": None if data_dir is None else os.path.abspath(data_dir),
-        "model": "vae",
+        "model": model.spec["model"],
         "spec": model.spec,
         "train": asdict(train_config),
         "iwae_samples": iwae_samples,

@@ -16,12 +16,13 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
         ("guides_2d.py", ["--steps", "20", "--eval-samples", "5000", "--grid", "101"]),
         ("bimodal_posterior.py", ["--steps", "20"]),
         ("bayesian_regression.py", ["--steps", "20"]),
+        ("autoencoder_vs_vae.py", ["--epochs", "1", "--samples", "50"]),
     ],
 )
 def test_example_runs(script, args, tmp_path):
-    if script in ("vae_digits.py", "bimodal_posterior.py"):
+    if script in ("vae_digits.py", "bimodal_posterior.py", "autoencoder_vs_vae.py"):
         args = [*args, "--out", str(tmp_path)]
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "nats" in result.stdout or "test_elbo" in result.stdout or "exact posterior" in result.stdout
+    assert "nats" in result.stdout or "test_elbo" in result.stdout or "exact posterior" in result.stdout or "frechet_distance" in result.stdout

@@ -1,5 +1,5 @@
-from .vae import VAE, build_vae
+from .ae import Autoencoder
+from .build import MODELS, build_vae
+from .vae import VAE
 
-MODELS = ("vae",)
-
-__all__ = ["MODELS", "VAE", "build_vae"]
+__all__ = ["Autoencoder", "MODELS", "VAE", "build_vae"]

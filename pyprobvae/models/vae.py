@@ -3,17 +3,13 @@ The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014) as a
 Pyro model/guide pair.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import pyro
 import torch
 from torch import nn
 
 from .. import interpolation
-from ..families import make_family
-from ..likelihoods import make_likelihood
-from ..nets import MLP
-from ..priors import StandardNormal
 
 # Draws averaged for the posterior mean of a family without a closed form.
 POSTERIOR_MEAN_SAMPLES = 256
@@ -40,6 +36,9 @@ class VAE(nn.Module):
     :param dict spec: the keyword arguments of :func:`build_vae` that rebuild
         this architecture (stored in checkpoints).
     """
+
+    generative = True
+    """Whether p(z) is a real prior, so that the ELBO and the IWAE estimate bound log p(x)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, spec: Optional[dict] = None):
         super().__init__()
@@ -147,65 +146,3 @@ class VAE(nn.Module):
         t = torch.linspace(0, 1, steps, device=z0.device, dtype=z0.dtype)
         path = getattr(interpolation, method)(z0, z1, t)
         return self.decode(path.reshape(-1, self.latent_dim)).reshape(path.shape[:2] + self.data_shape)
-
-
-def build_vae(
-    data_shape: Sequence[int],
-    latent_dim: int = 8,
-    hidden: Sequence[int] = (256,),
-    likelihood: str = "bernoulli",
-    guide: str = "diagonal",
-    components: int = 2,
-    flow: str = "iaf",
-    flow_depth: int = 2,
-    num_levels: Optional[int] = None,
-    gaussian_scale: float = 0.1,
-    learn_scale: bool = False,
-) -> VAE:
-    """
-    Build a VAE with MLP encoder and decoder.
-
-    The encoder is ``x -> hidden[0] -> ... -> hidden[-1]`` followed by the
-    guide family's output layer; the decoder mirrors it,
-    ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood outputs``.
-
-    :param data_shape: shape of one example, e.g. ``(1, 8, 8)``.
-    :param int latent_dim: dimension of z (>= 1).
-    :param hidden: hidden-layer widths of the encoder (the decoder reverses
-        them).
-    :param str likelihood: ``"bernoulli"``, ``"gaussian"`` or
-        ``"categorical"``.
-    :param str guide: the variational family: ``"diagonal"``, ``"mixture"``
-        or ``"flow"`` (see :func:`~pyprobvae.families.make_family`).
-    :param int components: mixture components of the ``"mixture"`` guide.
-    :param str flow: flow of the ``"flow"`` guide: ``"planar"``,
-        ``"radial"``, ``"iaf"`` or ``"spline"``.
-    :param int flow_depth: number of flow layers.
-    :param num_levels: pixel levels for the categorical likelihood.
-    :param float gaussian_scale: scale of the Gaussian likelihood.
-    :param bool learn_scale: learn the Gaussian likelihood's scale.
-    """
-    data_shape = tuple(int(d) for d in data_shape)
-    hidden = tuple(int(h) for h in hidden)
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden widths must be >= 1, got {list(hidden)}")
-    spec = dict(
-        data_shape=list(data_shape),
-        latent_dim=int(latent_dim),
-        hidden=list(hidden),
-        likelihood=likelihood,
-        guide=guide,
-        components=int(components),
-        flow=flow,
-        flow_depth=int(flow_depth),
-        num_levels=num_levels,
-        gaussian_scale=float(gaussian_scale),
-        learn_scale=bool(learn_scale),
-    )
-    lik = make_likelihood(likelihood, data_shape, num_levels, gaussian_scale, learn_scale)
-    features = MLP(data_shape, hidden)
-    encoder = nn.Sequential(features, make_family(guide, features.out_features, latent_dim, components, flow, flow_depth))
-    decoder = nn.Sequential(MLP(latent_dim, hidden[::-1], lik.num_outputs), lik)
-    return VAE(encoder, decoder, StandardNormal(latent_dim), spec)
