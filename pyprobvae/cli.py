@@ -1,6 +1,6 @@
 """
 The ``pyprobvae`` command: ``train``, ``evaluate``, ``sample``,
-``reconstruct``, ``interpolate`` and ``encode``, the same verbs as the Python
+``reconstruct``, ``interpolate``, ``traverse`` and ``encode``, the same verbs as the Python
 API. Errors in what the user asked for are one line on stderr and exit
 status 2.
 """
@@ -75,6 +75,13 @@ def _non_negative_int(text):
     return value
 
 
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _positive_float(text):
     value = float(text)
     if not value > 0:
@@ -132,6 +139,8 @@ def _add_run_commands(commands):
     p = commands.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
     p.add_argument("--n", type=_positive_int, default=64)
+    p.add_argument("--temperature", type=_non_negative_float, default=1.0,
+                   help="scale of the codes' deviation from the prior mean (default 1; 0 decodes the mean)")
     p.add_argument("--codes", choices=CODE_SOURCES,
                    help="autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
                         "fitted to the training codes (fitted)")
@@ -152,6 +161,15 @@ def _add_run_commands(commands):
     p.add_argument("--method", choices=INTERPOLATIONS, default="linear")
     p.add_argument("--seed", type=int, default=0, help="which test examples are paired")
     p.add_argument("--out", required=True, help="FILE.png (one row per path) or FILE.npy (pairs, steps, *data_shape)")
+    p.add_argument("--device", default="cpu")
+
+    p = commands.add_parser("traverse", help="sweep each latent dimension of one test example's code")
+    p.add_argument("run")
+    p.add_argument("--index", type=int, default=0, help="which test example (default 0)")
+    p.add_argument("--dims", type=_positive_int, help="how many dimensions, most informative first (default all)")
+    p.add_argument("--steps", type=_positive_int, default=9, help="values per dimension (default 9)")
+    p.add_argument("--span", type=_positive_float, default=3.0, help="sweep z_d over [-span, span] (default 3)")
+    p.add_argument("--out", required=True, help="FILE.png (one row per dimension) or FILE.npy (dims, steps, *data_shape)")
     p.add_argument("--device", default="cpu")
 
     p = commands.add_parser("encode", help="write the posterior means of a split")
@@ -233,7 +251,7 @@ def _sample(args):
         raise UsageError("--codes applies to autoencoder runs; a VAE samples its codes from its prior")
     fitted_to = run.dataset("train").x if args.codes == "fitted" else None
     torch.manual_seed(args.seed)
-    print(write_images(run.sample(args.n, fitted_to), args.out))
+    print(write_images(run.sample(args.n, fitted_to, args.temperature), args.out))
 
 
 def _reconstruct(args):
@@ -259,6 +277,14 @@ def _interpolate(args):
         print(write_images(strips, args.out))
 
 
+def _traverse(args):
+    strips = Run(args.run, args.device).traverse(args.index, args.dims, args.steps, args.span)
+    if args.out.lower().endswith(".png"):
+        print(plots.save_interpolation(strips, args.out, title="latent traversals, most informative dimension first"))
+    else:
+        print(write_images(strips, args.out))
+
+
 def _encode(args):
     run = Run(args.run, args.device)
     if not args.out.lower().endswith(".npy"):
@@ -275,6 +301,7 @@ COMMANDS = {
     "sample": _sample,
     "reconstruct": _reconstruct,
     "interpolate": _interpolate,
+    "traverse": _traverse,
     "encode": _encode,
 }
 

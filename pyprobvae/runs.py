@@ -28,7 +28,7 @@ from .data import Dataset, load_dataset
 from .infer import TrainConfig, fit, load_checkpoint
 from .infer.checkpoint import CheckpointError
 from .infer.training import evaluation_data, resolve_device
-from .metrics import evaluate
+from .metrics import evaluate, kl_per_dimension
 from .models import build_vae
 from .scores import load_or_train_classifier, sample_scores
 
@@ -163,14 +163,34 @@ class Run:
             }
         return metrics
 
-    def sample(self, num_samples: int, fitted_to: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample(self, num_samples: int, fitted_to: Optional[torch.Tensor] = None, temperature: float = 1.0) -> torch.Tensor:
         """
-        Decoded random codes: from the prior, or for an autoencoder from
-        N(0, I) or a Gaussian fitted to the codes of ``fitted_to``.
+        Decoded random codes at a temperature: from the prior, or for an
+        autoencoder from N(0, I) or a Gaussian fitted to the codes of
+        ``fitted_to``.
         """
         if fitted_to is None:
-            return self.model.sample(num_samples)
-        return self.model.sample(num_samples, fitted_to=fitted_to)
+            return self.model.sample(num_samples, temperature)
+        return self.model.sample(num_samples, temperature, fitted_to=fitted_to)
+
+    def traverse(self, index: int = 0, num_dims: Optional[int] = None, steps: int = 9, span: float = 3.0) -> torch.Tensor:
+        """
+        Latent traversals of test example ``index``: each dimension swept over
+        ``linspace(-span, span, steps)`` with the others held at its code.
+        The dimensions come in order of decreasing KL per dimension on the
+        test set (closed form) or, where there is none, of decreasing variance
+        of the codes (active units first), ``num_dims`` of them (all by default).
+
+        :return: images of shape ``(num_dims, steps, *data_shape)``.
+        """
+        x = self.model_data("test")
+        if not 0 <= index < len(x):
+            raise ValueError(f"test example {index} does not exist; the test set has {len(x)}")
+        kl = kl_per_dimension(self.model, x) if self.model.generative else None
+        activity = kl if kl is not None else self.model.encode(x).var(0)
+        dims = activity.argsort(descending=True)[:num_dims].tolist()
+        values = torch.linspace(-span, span, steps, device=x.device)
+        return self.model.traverse(x[index : index + 1], dims, values)
 
     def write_pictures(self) -> None:
         """

@@ -8,7 +8,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
-from .vae import VAE
+from .vae import VAE, temper
 
 CODE_SOURCES = ("standard", "fitted")
 
@@ -64,20 +64,23 @@ class Autoencoder(VAE):
         return self.encoder(x)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, fitted_to: torch.Tensor = None) -> torch.Tensor:
+    def sample(self, num_samples: int, temperature: float = 1.0, fitted_to: torch.Tensor = None) -> torch.Tensor:
         """
         Decode random codes: ``z ~ N(0, I)`` by default, or ``z ~ N(m, S)``
-        with the mean and covariance of the codes of ``fitted_to``.
+        with the mean and covariance of the codes of ``fitted_to``; the
+        temperature scales the deviation from the mean as in
+        :meth:`VAE.sample <pyprobvae.models.VAE.sample>`.
 
         :param int num_samples: how many examples.
+        :param float temperature: T >= 0.
         :param torch.Tensor fitted_to: data whose codes the Gaussian is fitted
             to (e.g. the training set), or None for N(0, I).
         :return: E[x|z] for each draw, shape ``(num_samples, *data_shape)``.
         """
         if fitted_to is None:
-            return super().sample(num_samples)
+            return super().sample(num_samples, temperature)
         codes = self.encode(fitted_to)
         covariance = torch.cov(codes.T).reshape(self.latent_dim, self.latent_dim)
         jitter = 1e-6 * covariance.diagonal().mean().clamp(min=1e-12) * torch.eye(self.latent_dim, device=codes.device)
         gaussian = dist.MultivariateNormal(codes.mean(0), covariance + jitter)
-        return self.decode(gaussian.sample((num_samples,)))
+        return self.decode(temper(gaussian.sample((num_samples,)), gaussian.mean, temperature))

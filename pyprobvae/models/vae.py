@@ -3,7 +3,7 @@ The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014) as a
 Pyro model/guide pair.
 """
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import pyro
 import torch
@@ -13,6 +13,13 @@ from .. import interpolation
 
 # Draws averaged for the posterior mean of a family without a closed form.
 POSTERIOR_MEAN_SAMPLES = 256
+
+
+def temper(z: torch.Tensor, mean: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``mean + temperature * (z - mean)``, for ``temperature >= 0``."""
+    if not temperature >= 0:
+        raise ValueError(f"the sampling temperature must be >= 0, got {temperature}")
+    return mean + temperature * (z - mean)
 
 
 class VAE(nn.Module):
@@ -118,14 +125,42 @@ class VAE(nn.Module):
         return self.decode(self.encode(x))
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
+    def sample(self, num_samples: int, temperature: float = 1.0) -> torch.Tensor:
         """
-        Draw ``z ~ p(z)`` and decode it.
+        Draw ``z ~ p(z)``, scale its deviation from the prior mean by the
+        temperature, ``z_T = m + T (z - m)``, and decode it. ``T = 1`` samples
+        the prior, ``T < 1`` trades diversity for typical samples, ``T = 0``
+        decodes the prior mean.
 
         :param int num_samples: how many examples.
-        :return: E[x|z] for each draw, shape ``(num_samples, *data_shape)``.
+        :param float temperature: T >= 0.
+        :return: E[x|z_T] for each draw, shape ``(num_samples, *data_shape)``.
         """
-        return self.decode(self.prior(num_samples).sample())
+        prior = self.prior(num_samples)
+        return self.decode(temper(prior.sample(), prior.mean, temperature))
+
+    @torch.no_grad()
+    def traverse(self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor) -> torch.Tensor:
+        """
+        Latent traversals: encode one input, then set one latent dimension at a
+        time to each of ``values`` while holding the others at the input's
+        code, and decode.
+
+        :param torch.Tensor x: one input, shape ``(1, *data_shape)``.
+        :param dims: the dimensions to vary, in display order (e.g. by
+            decreasing KL, :func:`~pyprobvae.metrics.kl_per_dimension`).
+        :param torch.Tensor values: the values each dimension takes, ``(steps,)``.
+        :return: decoded images, shape ``(len(dims), steps, *data_shape)``.
+        """
+        if x.shape[0] != 1:
+            raise ValueError(f"traverse takes one input of shape (1, *data_shape), got {tuple(x.shape)}")
+        dims = [int(d) for d in dims]
+        if any(not 0 <= d < self.latent_dim for d in dims):
+            raise ValueError(f"latent dimensions must lie in [0, {self.latent_dim}), got {dims}")
+        codes = self.encode(x).expand(len(dims), len(values), self.latent_dim).clone()
+        for row, d in enumerate(dims):
+            codes[row, :, d] = values
+        return self.decode(codes.reshape(-1, self.latent_dim)).reshape((len(dims), len(values)) + self.data_shape)
 
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8, method: str = "linear") -> torch.Tensor:
         """
