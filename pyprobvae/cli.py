@@ -22,7 +22,7 @@ from .infer import CheckpointError, NonFiniteLossError, TrainConfig
 from .infer.training import BINARIZATIONS, ESTIMATORS, OPTIMIZERS
 from .interpolation import INTERPOLATIONS
 from .likelihoods import LIKELIHOODS
-from .models import MODELS
+from .models import MODELS, PRIORS
 from .models.ae import CODE_SOURCES
 from .runs import Run, read_config, train_run, write_images
 
@@ -30,6 +30,7 @@ TRAIN_DEFAULTS = dict(
     dataset="digits",
     data_dir=None,
     model="vae",
+    prior="standard",
     guide="diagonal",
     components=2,
     flow="iaf",
@@ -89,6 +90,14 @@ def _positive_float(text):
     return value
 
 
+def _class_pair(text):
+    try:
+        a, b = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two classes A,B, got {text!r}") from None
+    return a, b
+
+
 def _widths(text):
     try:
         widths = [int(w) for w in text.split(",")]
@@ -103,7 +112,10 @@ def _add_train(commands):
     p = commands.add_parser("train", help="train a model into a run folder")
     p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, or PATH.npz")
     p.add_argument("--data-dir", help="directory holding the MNIST-format IDX files")
-    p.add_argument("--model", choices=MODELS, help="vae (default) or ae, the deterministic autoencoder baseline")
+    p.add_argument("--model", choices=MODELS,
+                   help="vae (default); ae, the deterministic autoencoder baseline; or cvae, the label-conditional VAE")
+    p.add_argument("--prior", choices=PRIORS,
+                   help="cvae only: p(z|y) = N(0, I) for every class (standard, default) or a learned Gaussian per class")
     p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x) (default diagonal)")
     p.add_argument("--components", type=_positive_int, help="mixture components K of --guide mixture (default 2)")
     p.add_argument("--flow", choices=FLOWS, help="flow of --guide flow (default iaf)")
@@ -141,6 +153,9 @@ def _add_run_commands(commands):
     p.add_argument("--n", type=_positive_int, default=64)
     p.add_argument("--temperature", type=_non_negative_float, default=1.0,
                    help="scale of the codes' deviation from the prior mean (default 1; 0 decodes the mean)")
+    p.add_argument("--label", type=int,
+                   help="cvae runs only: the class to sample (default: every class, one row each, --n rounded up "
+                        "to a multiple of the number of classes)")
     p.add_argument("--codes", choices=CODE_SOURCES,
                    help="autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
                         "fitted to the training codes (fitted)")
@@ -159,6 +174,9 @@ def _add_run_commands(commands):
     p.add_argument("--pairs", type=_positive_int, default=8, help="number of paths")
     p.add_argument("--steps", type=int, default=10, help="points per path, endpoints included")
     p.add_argument("--method", choices=INTERPOLATIONS, default="linear")
+    p.add_argument("--classes", type=_class_pair,
+                   help="cvae runs only: A,B moves the label from class A to class B with the style held, one row "
+                        "per --pairs style, instead of interpolating between test examples")
     p.add_argument("--seed", type=int, default=0, help="which test examples are paired")
     p.add_argument("--out", required=True, help="FILE.png (one row per path) or FILE.npy (pairs, steps, *data_shape)")
     p.add_argument("--device", default="cpu")
@@ -203,6 +221,7 @@ def _train(args):
     train_config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name in settings})
     model_options = dict(
         model=settings["model"],
+        prior=settings["prior"],
         latent_dim=settings["latent_dim"],
         hidden=[int(w) for w in str(settings["hidden"]).split(",")],
         guide=settings["guide"],
@@ -250,14 +269,19 @@ def _sample(args):
     if args.codes is not None and run.model.generative:
         raise UsageError("--codes applies to autoencoder runs; a VAE samples its codes from its prior")
     fitted_to = run.dataset("train").x if args.codes == "fitted" else None
+    n, nrow = args.n, None
+    if run.model.conditional and args.label is None:
+        nrow = -(-args.n // run.model.num_classes)
+        n = nrow * run.model.num_classes
+    y = run.labels(args.label, n)
     torch.manual_seed(args.seed)
-    print(write_images(run.sample(args.n, fitted_to, args.temperature), args.out))
+    print(write_images(run.sample(n, fitted_to, args.temperature, y), args.out, nrow))
 
 
 def _reconstruct(args):
     run = Run(args.run, args.device)
-    x = run.model_data("test")[: args.n]
-    recon = run.model.reconstruct(x)
+    x, y = run.model_data("test")[: args.n], run.model_labels("test")
+    recon = run.model.reconstruct(x, None if y is None else y[: args.n])
     if args.out.lower().endswith(".png"):
         print(plots.save_reconstructions(x, recon, args.out))
     else:
@@ -266,15 +290,29 @@ def _reconstruct(args):
 
 def _interpolate(args):
     run = Run(args.run, args.device)
-    x = run.model_data("test")
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: 2 * args.pairs].to(x.device)
-    if len(order) < 2 * args.pairs:
-        raise UsageError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; the test set has {len(x)}")
-    strips = run.model.interpolate(x[order[: args.pairs]], x[order[args.pairs :]], args.steps, args.method)
+    if args.classes is not None:
+        strips, title = _class_interpolation(run, args), "label interpolation {} -> {}".format(*args.classes)
+    else:
+        x, y = run.model_data("test"), run.model_labels("test")
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: 2 * args.pairs].to(x.device)
+        if len(order) < 2 * args.pairs:
+            raise UsageError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; the test set has {len(x)}")
+        start, end = order[: args.pairs], order[args.pairs :]
+        labels = (None, None) if y is None else (y[start], y[end])
+        strips, title = run.model.interpolate(x[start], x[end], args.steps, args.method, *labels), f"{args.method} interpolation"
     if args.out.lower().endswith(".png"):
-        print(plots.save_interpolation(strips, args.out, title=f"{args.method} interpolation"))
+        print(plots.save_interpolation(strips, args.out, title=title))
     else:
         print(write_images(strips, args.out))
+
+
+def _class_interpolation(run, args):
+    if not run.model.conditional:
+        raise UsageError(f"--classes needs a conditional run (--model cvae); this run is {run.config['model']}")
+    for label in args.classes:
+        run.labels(label, 1)
+    torch.manual_seed(args.seed)
+    return run.model.interpolate_classes(*args.classes, args.pairs, args.steps)
 
 
 def _traverse(args):
@@ -289,7 +327,7 @@ def _encode(args):
     run = Run(args.run, args.device)
     if not args.out.lower().endswith(".npy"):
         raise UsageError(f"encode writes an array: --out must end in .npy, got {args.out!r}")
-    z = run.model.encode(run.model_data(args.split))
+    z = run.model.encode(run.model_data(args.split), run.model_labels(args.split))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, z.cpu().numpy())
     print(args.out)

@@ -17,7 +17,9 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 @torch.no_grad()
-def iwae_log_likelihood(model, x: torch.Tensor, num_samples: int, max_rows: int = 16384) -> torch.Tensor:
+def iwae_log_likelihood(
+    model, x: torch.Tensor, num_samples: int, max_rows: int = 16384, y: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """
     The importance-weighted estimate of log p(x) (Burda et al. 2016),
 
@@ -33,6 +35,8 @@ def iwae_log_likelihood(model, x: torch.Tensor, num_samples: int, max_rows: int 
     :param torch.Tensor x: data, shape ``(N, *data_shape)``.
     :param int num_samples: K >= 1.
     :param int max_rows: most examples-times-samples evaluated at once.
+    :param y: labels of ``x``, for a conditional model (which then bounds
+        log p(x|y)).
     :return: the estimates, shape ``(N,)``.
     """
     if num_samples < 1:
@@ -42,27 +46,29 @@ def iwae_log_likelihood(model, x: torch.Tensor, num_samples: int, max_rows: int 
     estimates = []
     for idx in iterate_minibatches(len(x), examples_per_chunk, False, device=x.device):
         batch = x[idx]
+        labels = None if y is None else y[idx]
         log_sum = torch.full((len(batch),), -math.inf, device=x.device)
         for start in range(0, num_samples, samples_per_pass):
             k = min(samples_per_pass, num_samples - start)
-            repeated = batch.expand((k,) + batch.shape).reshape((k * len(batch),) + batch.shape[1:])
-            log_w = log_importance_weights(model.model, model.guide, repeated, register=False).reshape(k, len(batch))
+            args = [t.expand((k,) + t.shape).reshape((k * len(batch),) + t.shape[1:]) for t in (batch, labels) if t is not None]
+            log_w = log_importance_weights(model.model, model.guide, *args, register=False).reshape(k, len(batch))
             log_sum = torch.logaddexp(log_sum, log_w.logsumexp(0))
         estimates.append(log_sum - math.log(num_samples))
     return torch.cat(estimates)
 
 
 @torch.no_grad()
-def kl_per_dimension(model, x: torch.Tensor) -> Optional[torch.Tensor]:
+def kl_per_dimension(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """
     The average over examples of KL(q(z_i|x) || p(z_i)) for each latent
     dimension i, when both q and p factorize over dimensions with a closed-form
-    KL (the diagonal-normal guide and prior); None otherwise.
+    KL (the diagonal-normal guide and prior); None otherwise. ``y`` are the
+    labels of ``x`` for a conditional model.
 
     :return: tensor of shape ``(latent_dim,)`` or None.
     """
-    q = model.encoder(x)
-    p = model.prior(len(x))
+    q = model.posterior(x, y)
+    p = model.prior_distribution(len(x), y)
     if not (isinstance(q, Independent) and isinstance(p, Independent)):
         return None
     try:
@@ -72,27 +78,33 @@ def kl_per_dimension(model, x: torch.Tensor) -> Optional[torch.Tensor]:
 
 
 @torch.no_grad()
-def active_units(model, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> torch.Tensor:
+def active_units(
+    model, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, y: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """
     Activity of each latent dimension (Burda et al. 2016): the variance over
     the data of the posterior mean, ``A_i = Cov_x(E_q[z_i|x])``. A dimension
     with ``A_i > threshold`` (0.01) is active; an inactive one carries no
-    information about x.
+    information about x. ``y`` are the labels of ``x`` for a conditional
+    model.
 
     :return: boolean tensor of shape ``(latent_dim,)``.
     """
-    return model.encode(x).var(0, unbiased=False) > threshold
+    return model.encode(x, y).var(0, unbiased=False) > threshold
 
 
 @torch.no_grad()
-def reconstruction_mse(model, x: torch.Tensor) -> float:
+def reconstruction_mse(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> float:
     """
-    Mean over examples and dimensions of ``(x - E[x | z = E_q[z|x]])^2``.
+    Mean over examples and dimensions of ``(x - E[x | z = E_q[z|x]])^2``
+    (given the labels ``y`` for a conditional model).
     """
-    return float((model.reconstruct(x) - x).pow(2).mean())
+    return float((model.reconstruct(x, y) - x).pow(2).mean())
 
 
-def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool = True) -> dict:
+def evaluate(
+    model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool = True, y: Optional[torch.Tensor] = None
+) -> dict:
     """
     Every held-out number of a model, in nats per example:
 
@@ -107,7 +119,8 @@ def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool
     A model that is not generative (the
     :class:`~pyprobvae.models.Autoencoder`, whose p(z) is flat) bounds no
     likelihood: its ``test_elbo``, ``test_nll`` and ``kl`` are None and
-    ``recon_nll`` is -log p(x | f(x)).
+    ``recon_nll`` is -log p(x | f(x)). A conditional model is evaluated
+    given the labels: its bounds are on log p(x|y).
 
     :param model: a trained :class:`~pyprobvae.models.VAE` or
         :class:`~pyprobvae.models.Autoencoder`.
@@ -115,20 +128,21 @@ def evaluate(model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool
         :func:`~pyprobvae.infer.training.evaluation_data`).
     :param int iwae_samples: K of the IWAE estimate.
     :param bool analytic_kl: closed-form KL where available.
+    :param y: labels of ``x``, required by a conditional model.
     """
     model.eval()
     model.likelihood.check_data(x, "evaluation data")
-    terms = dataset_elbo(model, x, analytic_kl=analytic_kl)
-    active = active_units(model, x)
-    kl_dims = kl_per_dimension(model, x) if model.generative else None
+    terms = dataset_elbo(model, x, y, analytic_kl=analytic_kl)
+    active = active_units(model, x, y=y)
+    kl_dims = kl_per_dimension(model, x, y) if model.generative else None
     return {
         "test_elbo": float(terms.elbo.mean()) if model.generative else None,
-        "test_nll": float(-iwae_log_likelihood(model, x, iwae_samples).mean()) if model.generative else None,
+        "test_nll": float(-iwae_log_likelihood(model, x, iwae_samples, y=y).mean()) if model.generative else None,
         "iwae_samples": iwae_samples if model.generative else None,
         "kl": float(terms.kl.mean()) if model.generative else None,
         "kl_per_dim": None if kl_dims is None else [round(float(v), 6) for v in kl_dims],
         "recon_nll": float(-terms.log_likelihood.mean()),
-        "recon_mse": reconstruction_mse(model, x),
+        "recon_mse": reconstruction_mse(model, x, y),
         "active_units": int(active.sum()),
         "latent_dim": int(active.numel()),
         "num_examples": len(x),

@@ -7,6 +7,7 @@ outputs into distributions.
 import math
 from typing import Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 
@@ -52,3 +53,27 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
         self.in_features = in_features
         self.out_features = widths[-1] if out_features is None else out_features
+
+
+class Conditioned(nn.Module):
+    """
+    A network that also sees a condition vector, such as a one-hot label:
+    ``forward(inputs, condition) = net(concat(flatten(inputs), condition))``.
+    This is how the conditional VAE feeds the label to its encoder
+    (``q(z|x, y)``) and decoder (``p(x|z, y)``).
+
+    :param torch.nn.Module net: takes ``prod(in_shape) + condition_features``
+        input features.
+    :param in_shape: shape of one input, e.g. ``(1, 8, 8)``, or its number of
+        features.
+    :type in_shape: int or sequence of int
+    """
+
+    def __init__(self, net: nn.Module, in_shape: Union[int, Sequence[int]]):
+        super().__init__()
+        self.net = net
+        self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+
+    def forward(self, inputs, condition):
+        flat = inputs.flatten(-len(self.in_shape)) if len(self.in_shape) > 1 else inputs
+        return self.net(torch.cat([flat, condition.to(flat.dtype)], -1))

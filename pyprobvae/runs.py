@@ -8,7 +8,8 @@ A run folder holds
 * ``config.json``: the data set, the architecture and the training settings;
 * ``metrics.json``: the held-out evaluation and the per-epoch history;
 * pictures: ``reconstructions.png``, ``samples.png``, ``interpolation.png``,
-  ``latent.png`` and ``curves.png``;
+  ``latent.png`` and ``curves.png`` (and ``class_interpolation.png`` for a
+  conditional VAE);
 * ``classifier.pt``: for labelled data, the classifier that scores samples
   (:mod:`pyprobvae.scores`).
 """
@@ -27,7 +28,7 @@ from . import plots
 from .data import Dataset, load_dataset
 from .infer import TrainConfig, fit, load_checkpoint
 from .infer.checkpoint import CheckpointError
-from .infer.training import evaluation_data, resolve_device
+from .infer.training import evaluation_data, model_labels, resolve_device
 from .metrics import evaluate, kl_per_dimension
 from .models import build_vae
 from .scores import load_or_train_classifier, sample_scores
@@ -138,6 +139,30 @@ class Run:
         """The split as the model sees it (binarized like the held-out data)."""
         return evaluation_data(self.dataset(split), self.config["train"]["binarize"])
 
+    def model_labels(self, split: str = "test") -> Optional[torch.Tensor]:
+        """The split's labels for a conditional model, None for any other."""
+        return model_labels(self.model, self.dataset(split))
+
+    def labels(self, label: Optional[int], num_samples: int) -> Optional[torch.Tensor]:
+        """
+        The labels to sample with: ``label`` repeated, or when it is None the
+        :meth:`~pyprobvae.models.ConditionalVAE.balanced_labels` of a
+        conditional model and None for any other.
+
+        :raises ValueError: for a label given to an unconditional model or
+            outside the model's classes.
+        """
+        if label is None:
+            return self.model.balanced_labels(num_samples) if self.model.conditional else None
+        if not self.model.conditional:
+            raise ValueError(
+                f"this {self.config['model']} run is unconditional and takes no label; "
+                "train with --model cvae to sample a chosen class"
+            )
+        y = torch.full((num_samples,), int(label), device=self.device)
+        self.model.condition(y, num_samples)
+        return y
+
     def evaluate(self, iwae_samples: int = 1000, seed: int = 0) -> dict:
         """
         :func:`pyprobvae.metrics.evaluate` on the held-out split, with
@@ -148,30 +173,38 @@ class Run:
         trained on the training split and cached in the run folder
         (``classifier.pt``). A VAE's codes come from its prior; an
         autoencoder's from N(0, I) and from a Gaussian fitted to its training
-        codes.
+        codes; a conditional VAE samples each class in turn and is also
+        scored on ``conditional_accuracy``.
         """
         torch.manual_seed(seed)
-        metrics = evaluate(self.model, self.model_data("test"), iwae_samples, self.config["train"]["analytic_kl"])
+        metrics = evaluate(
+            self.model, self.model_data("test"), iwae_samples, self.config["train"]["analytic_kl"], y=self.model_labels("test")
+        )
         train = self.dataset("train")
         if train.y is not None:
             classifier = load_or_train_classifier(os.path.join(self.directory, CLASSIFIER), train)
             real = self.dataset("test").x
             sources = {"prior": None} if self.model.generative else {"standard_normal": None, "fitted_gaussian": train.x}
+            labels = self.labels(None, SCORED_SAMPLES)
             metrics["sample_scores"] = {
-                name: sample_scores(classifier, self.sample(SCORED_SAMPLES, fitted_to), real)
+                name: sample_scores(classifier, self.sample(SCORED_SAMPLES, fitted_to, y=labels), real, labels)
                 for name, fitted_to in sources.items()
             }
         return metrics
 
-    def sample(self, num_samples: int, fitted_to: Optional[torch.Tensor] = None, temperature: float = 1.0) -> torch.Tensor:
+    def sample(
+        self, num_samples: int, fitted_to: Optional[torch.Tensor] = None, temperature: float = 1.0, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """
-        Decoded random codes at a temperature: from the prior, or for an
-        autoencoder from N(0, I) or a Gaussian fitted to the codes of
-        ``fitted_to``.
+        Decoded random codes at a temperature: from the prior (given the
+        labels ``y`` for a conditional model), or for an autoencoder from
+        N(0, I) or a Gaussian fitted to the codes of ``fitted_to``.
         """
-        if fitted_to is None:
-            return self.model.sample(num_samples, temperature)
-        return self.model.sample(num_samples, temperature, fitted_to=fitted_to)
+        if fitted_to is not None:
+            return self.model.sample(num_samples, temperature, fitted_to=fitted_to)
+        if y is not None:
+            return self.model.sample(num_samples, temperature, y)
+        return self.model.sample(num_samples, temperature)
 
     def traverse(self, index: int = 0, num_dims: Optional[int] = None, steps: int = 9, span: float = 3.0) -> torch.Tensor:
         """
@@ -183,34 +216,50 @@ class Run:
 
         :return: images of shape ``(num_dims, steps, *data_shape)``.
         """
-        x = self.model_data("test")
+        x, y = self.model_data("test"), self.model_labels("test")
         if not 0 <= index < len(x):
             raise ValueError(f"test example {index} does not exist; the test set has {len(x)}")
-        kl = kl_per_dimension(self.model, x) if self.model.generative else None
-        activity = kl if kl is not None else self.model.encode(x).var(0)
+        kl = kl_per_dimension(self.model, x, y) if self.model.generative else None
+        activity = kl if kl is not None else self.model.encode(x, y).var(0)
         dims = activity.argsort(descending=True)[:num_dims].tolist()
         values = torch.linspace(-span, span, steps, device=x.device)
-        return self.model.traverse(x[index : index + 1], dims, values)
+        return self.model.traverse(x[index : index + 1], dims, values, None if y is None else y[index : index + 1])
 
     def write_pictures(self) -> None:
         """
         The latent space and the training curves; for image data also
-        reconstructions, prior samples and an interpolation strip.
+        reconstructions, prior samples and an interpolation strip, and for a
+        conditional model samples with one row per class and an
+        interpolation between classes (``class_interpolation.png``).
         """
         model, test = self.model, self.dataset("test")
-        x = self.model_data("test")
+        x, y = self.model_data("test"), self.model_labels("test")
         path = lambda name: os.path.join(self.directory, name)  # noqa: E731
-        plots.save_latent_scatter(model.encode(x), test.y, path("latent.png"), title="posterior means of the test set")
+        plots.save_latent_scatter(model.encode(x, y), test.y, path("latent.png"), title="posterior means of the test set")
         plots.save_training_curves(self.history, path("curves.png"))
         if len(model.data_shape) != 3:
             return
         generator = torch.Generator().manual_seed(0)
         torch.manual_seed(0)
-        plots.save_reconstructions(x[:32], model.reconstruct(x[:32]), path("reconstructions.png"), title="test inputs and reconstructions")
-        plots.save_image_grid(model.sample(64), path("samples.png"), nrow=8, title="decoded prior samples  z ~ N(0, I)")
+        first = slice(0, 32)
+        recon = model.reconstruct(x[first], None if y is None else y[first])
+        plots.save_reconstructions(x[first], recon, path("reconstructions.png"), title="test inputs and reconstructions")
         pairs = torch.randperm(len(x), generator=generator)[:16].to(x.device)
-        strips = model.interpolate(x[pairs[:8]], x[pairs[8:]], steps=10, method="linear")
+        ends = (None, None) if y is None else (y[pairs[:8]], y[pairs[8:]])
+        strips = model.interpolate(x[pairs[:8]], x[pairs[8:]], 10, "linear", *ends)
         plots.save_interpolation(strips, path("interpolation.png"), title="linear interpolation between test codes")
+        if not model.conditional:
+            plots.save_image_grid(model.sample(64), path("samples.png"), nrow=8, title="decoded prior samples  z ~ N(0, I)")
+            return
+        per_class = 8
+        plots.save_image_grid(
+            model.sample(per_class * model.num_classes), path("samples.png"), nrow=per_class,
+            title="decoded samples  z ~ p(z|y), one row per class y",
+        )
+        classes = torch.stack([
+            model.interpolate_classes(c, (c + 1) % model.num_classes, 1, 10)[0] for c in range(model.num_classes)
+        ])
+        plots.save_interpolation(classes, path("class_interpolation.png"), title="label moved from class c to c + 1, style held")
 
 
 def train_run(
@@ -248,6 +297,10 @@ def train_run(
     train = load_dataset(dataset, "train", data_dir)
     test = load_dataset(dataset, "test", data_dir)
     options = dict(model_options or {})
+    if options.get("model") == "cvae":
+        if train.y is None:
+            raise ValueError(f"the conditional VAE needs labelled data, but {train.name} has no labels")
+        options["num_classes"] = train.num_classes
     defaults = default_likelihood(train)
     options.setdefault("likelihood", defaults["likelihood"])
     train_config = train_config or TrainConfig()

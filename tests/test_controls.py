@@ -20,7 +20,7 @@ def test_temperature_zero_decodes_the_mean_and_scales_the_spread(kind, monkeypat
     model = _vae(kind)
     zero = model.sample(5, temperature=0.0)
     torch.testing.assert_close(zero, model.decode(torch.zeros(5, 3)).expand_as(zero))
-    monkeypatch.setattr(model, "decode", lambda z: z)
+    monkeypatch.setattr(model, "_decode", lambda z, condition: z)
     torch.manual_seed(0)
     codes = model.sample(20000, temperature=0.5)
     # z_T = 0.5 z with z ~ N(0, I): standard deviation 0.5 (standard error ~0.0025)
@@ -34,7 +34,7 @@ def test_traverse_varies_one_dimension_at_a_time(monkeypatch):
     x = ppv.load_dataset("digits", "test").x[:1]
     code = model.encode(x)[0]
     # a "decoder" that writes the code into the first pixels, so the output shows the codes it got
-    monkeypatch.setattr(model, "decode", lambda z: torch.nn.functional.pad(z, (0, 61)).reshape(-1, 1, 8, 8))
+    monkeypatch.setattr(model, "_decode", lambda z, condition: torch.nn.functional.pad(z, (0, 61)).reshape(-1, 1, 8, 8))
     values = torch.linspace(-2, 2, 5)
     codes = model.traverse(x, [2, 0], values).reshape(2, 5, 64)[..., :3]
     for row, d in enumerate([2, 0]):

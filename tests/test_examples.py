@@ -16,11 +16,12 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
         ("guides_2d.py", ["--steps", "20", "--eval-samples", "5000", "--grid", "101"]),
         ("bimodal_posterior.py", ["--steps", "20"]),
         ("bayesian_regression.py", ["--steps", "20"]),
-        ("autoencoder_vs_vae.py", ["--epochs", "1", "--samples", "50"]),
+        ("ae_vae_cvae.py", ["--epochs", "1", "--samples", "50"]),
+        ("cvae_digits.py", ["--epochs", "1"]),
     ],
 )
 def test_example_runs(script, args, tmp_path):
-    if script in ("vae_digits.py", "bimodal_posterior.py", "autoencoder_vs_vae.py"):
+    if script in ("vae_digits.py", "bimodal_posterior.py", "ae_vae_cvae.py", "cvae_digits.py"):
         args = [*args, "--out", str(tmp_path)]
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -91,7 +91,7 @@ def test_active_units_counts_dimensions_whose_posterior_mean_varies(trained, mon
         ],
         1,
     )
-    monkeypatch.setattr(vae, "encode", lambda data: means[: len(data)])
+    monkeypatch.setattr(vae, "encode", lambda data, y=None: means[: len(data)])
     variances = means.var(0, unbiased=False)
     assert variances[2] < ACTIVE_UNIT_THRESHOLD < variances[3]
     assert active_units(vae, x).tolist() == [True, False, False, True]

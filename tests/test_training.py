@@ -425,9 +425,9 @@ def test_kl_warmup_ramps_the_beta_passed_to_train_step(digits, monkeypatch):
     seen = []
     real_step = training.train_step
 
-    def spy(loss_fn, optimizer, x, kl_weight=1.0):
+    def spy(loss_fn, optimizer, x, kl_weight=1.0, y=None):
         seen.append(kl_weight)
-        return real_step(loss_fn, optimizer, x, kl_weight)
+        return real_step(loss_fn, optimizer, x, kl_weight, y)
 
     monkeypatch.setattr(training, "train_step", spy)
     # 50 examples / batch 20 = 3 steps per epoch (the last one short)

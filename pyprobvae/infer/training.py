@@ -123,7 +123,8 @@ class ELBOLoss(nn.Module):
     registering them in Pyro's param store.
 
     :param torch.nn.Module model: a module with Pyro ``model(x, register)``
-        and ``guide(x, register)`` methods.
+        and ``guide(x, register)`` methods, or ``model(x, y, register)`` and
+        ``guide(x, y, register)`` for a conditional model.
     :param bool analytic_kl: closed-form KL where available.
     :param str estimator: ``"pathwise"`` or ``"stratified"`` (see
         :class:`TrainConfig`).
@@ -135,10 +136,15 @@ class ELBOLoss(nn.Module):
         self.analytic_kl = analytic_kl
         self.estimator = estimator
 
-    def forward(self, x: torch.Tensor) -> ELBOTerms:
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> ELBOTerms:
+        """
+        :param torch.Tensor x: a batch of data.
+        :param y: its labels, for a conditional model.
+        """
+        args = (x,) if y is None else (x, y)
         if self.estimator == "stratified":
-            return stratified_elbo_terms(self.model.model, self.model.guide, x, register=False)
-        return elbo_terms(self.model.model, self.model.guide, x, analytic_kl=self.analytic_kl, register=False)
+            return stratified_elbo_terms(self.model.model, self.model.guide, *args, register=False)
+        return elbo_terms(self.model.model, self.model.guide, *args, analytic_kl=self.analytic_kl, register=False)
 
 
 def evaluation_data(dataset: Dataset, binarization: Optional[str]) -> torch.Tensor:
@@ -156,15 +162,35 @@ def evaluation_data(dataset: Dataset, binarization: Optional[str]) -> torch.Tens
 
 
 @torch.no_grad()
-def dataset_elbo(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, analytic_kl: bool = True) -> ELBOTerms:
+def dataset_elbo(
+    model: nn.Module, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 1000, analytic_kl: bool = True
+) -> ELBOTerms:
     """
-    The ELBO terms of every example of ``x``, computed in batches.
+    The ELBO terms of every example of ``x`` (with labels ``y`` for a
+    conditional model), computed in batches.
 
     :return: :class:`~pyprobvae.infer.elbo.ELBOTerms` of shape ``(len(x),)``.
     """
     loss = ELBOLoss(model, analytic_kl)
-    parts = [loss(x[idx]) for idx in iterate_minibatches(len(x), batch_size, False, device=x.device)]
+    batches = iterate_minibatches(len(x), batch_size, False, device=x.device)
+    parts = [loss(x[idx], None if y is None else y[idx]) for idx in batches]
     return ELBOTerms(*(torch.cat(t) for t in zip(*parts)))
+
+
+def model_labels(model: nn.Module, dataset: Dataset) -> Optional[torch.Tensor]:
+    """
+    The labels ``model`` takes with ``dataset``: its ``y`` for a conditional
+    model (checked against the model's classes), None for any other.
+
+    :raises ValueError: when a conditional model meets data without labels or
+        with labels outside its classes.
+    """
+    if not getattr(model, "conditional", False):
+        return None
+    if dataset.y is None:
+        raise ValueError(f"the conditional model needs labelled data, but {dataset.name} has no labels")
+    model.condition(dataset.y, len(dataset))
+    return dataset.y
 
 
 def _make_optimizer(config: TrainConfig, params):
@@ -202,16 +228,19 @@ def _describe_non_finite(terms: ELBOTerms) -> str:
     return " and ".join(bad) or "the loss is NaN"
 
 
-def train_step(loss_fn: ELBOLoss, optimizer: torch.optim.Optimizer, x: torch.Tensor, kl_weight: float = 1.0) -> ELBOTerms:
+def train_step(
+    loss_fn: ELBOLoss, optimizer: torch.optim.Optimizer, x: torch.Tensor, kl_weight: float = 1.0, y: Optional[torch.Tensor] = None
+) -> ELBOTerms:
     """
-    One SVI step on the batch ``x``: estimate the ELBO terms, then descend on
+    One SVI step on the batch ``x`` (labelled ``y`` for a conditional model):
+    estimate the ELBO terms, then descend on
     ``-mean_n [log p(x_n|z_n) - kl_weight * KL_n]``.
 
     :raises NonFiniteLossError: naming the non-finite term, before any
         parameter changes.
     :return: the batch's :class:`~pyprobvae.infer.elbo.ELBOTerms`.
     """
-    terms = loss_fn(x)
+    terms = loss_fn(x, y)
     loss = -(terms.log_likelihood - kl_weight * terms.kl).mean()
     if not math.isfinite(loss.item()):
         raise NonFiniteLossError(_describe_non_finite(terms))
@@ -295,10 +324,12 @@ def fit(
     config = config or TrainConfig()
     device = resolve_device(config.device)
     model.to(device)
-    train_x = _training_data(model, train.x.to(device), config)
-    test_x = None
+    train = train.to(device)
+    train_x, train_y = _training_data(model, train.x, config), model_labels(model, train)
+    test_x = test_y = None
     if test is not None:
-        test_x = evaluation_data(test.to(device), config.binarize)
+        test = test.to(device)
+        test_x, test_y = evaluation_data(test, config.binarize), model_labels(model, test)
         model.likelihood.check_data(test_x, "test data")
     loss_fn = ELBOLoss(model, config.analytic_kl, config.estimator)
     optimizer = _make_optimizer(config, model.parameters())
@@ -317,12 +348,12 @@ def fit(
         elbo_sum = kl_sum = 0.0
         batches = iterate_minibatches(len(train_x), config.batch_size, True, random.shuffle, device)
         for step, idx in enumerate(batches):
-            x = train_x[idx]
+            x, y = train_x[idx], None if train_y is None else train_y[idx]
             if config.binarize == "dynamic":
                 x = torch.bernoulli(x, generator=random.binarize)
             beta = _kl_weight(config, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
             try:
-                terms = train_step(loss_fn, optimizer, x, beta)
+                terms = train_step(loss_fn, optimizer, x, beta, y)
             except NonFiniteLossError as e:
                 kept = (
                     f"the last good checkpoint ({checkpoint}, epoch {epoch - 1}) is kept"
@@ -342,7 +373,7 @@ def fit(
         record = {"epoch": epoch, "train_elbo": float(elbo_sum) / len(train_x), "train_kl": float(kl_sum) / len(train_x)}
         if test_x is not None:
             model.eval()
-            record["test_elbo"] = float(dataset_elbo(model, test_x, analytic_kl=config.analytic_kl).elbo.mean())
+            record["test_elbo"] = float(dataset_elbo(model, test_x, test_y, analytic_kl=config.analytic_kl).elbo.mean())
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         if progress:

@@ -3,6 +3,8 @@ The deterministic autoencoder, written as a Pyro model/guide pair so that its
 one difference from the VAE is visible: a point guide and no prior term.
 """
 
+from typing import Optional
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -31,37 +33,42 @@ class Autoencoder(VAE):
 
     generative = False
 
-    def model(self, x: torch.Tensor, register: bool = True):
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         """
         p(x|z) under a flat code distribution, for a batch ``x``.
 
+        :param y: must be None: the autoencoder takes no labels.
         :param bool register: register the decoder's parameters with Pyro
             (see :meth:`VAE.model <pyprobvae.models.VAE.model>`).
         """
         if register:
             pyro.module("decoder", self.decoder)
+        self.condition(y, x.shape[0])
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.ImproperUniform(constraints.real, (x.shape[0],), (self.latent_dim,)))
             pyro.sample("x", self.decoder(z), obs=x)
 
-    def guide(self, x: torch.Tensor, register: bool = True):
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         """
         The point guide z = f(x).
 
+        :param y: must be None: the autoencoder takes no labels.
         :param bool register: register the encoder's parameters with Pyro.
         """
         if register:
             pyro.module("encoder", self.encoder)
+        self.condition(y, x.shape[0])
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Delta(self.encoder(x), event_dim=1))
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
+        :param y: must be None: the autoencoder takes no labels.
         :return: the codes f(x), shape ``(batch, latent_dim)``.
         """
-        return self.encoder(x)
+        return self.encoder(x, *self.condition(y, x.shape[0]))
 
     @torch.no_grad()
     def sample(self, num_samples: int, temperature: float = 1.0, fitted_to: torch.Tensor = None) -> torch.Tensor:

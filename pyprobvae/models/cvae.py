@@ -1,0 +1,142 @@
+"""
+The conditional VAE (Sohn et al. 2015): the VAE with the label y given to the
+encoder, the decoder and, optionally, the prior, so that one can ask for an
+example of a chosen class.
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vae import VAE
+
+# Tolerance on a label vector's entries summing to one.
+LABEL_SUM_TOLERANCE = 1e-4
+
+
+class ConditionalVAE(VAE):
+    """
+    A conditional VAE over data with ``num_classes`` classes:
+
+        model(x, y):  z_n ~ p(z | y_n),  x_n ~ p(x | z_n, y_n)   for n in plate "data"
+        guide(x, y):  z_n ~ q(z | x_n, y_n)
+
+    The ELBO bounds the conditional likelihood,
+    ``log p(x|y) >= E_q[log p(x|z, y)] - KL(q(z|x, y) || p(z|y))``, and all
+    the VAE's evaluation carries over with y given. Since y is given to the
+    decoder, z need not encode the class: it is free to carry the style
+    (slant, thickness), and ``sample(n, y=...)`` draws examples of class y.
+
+    Labels are int64 class indices of shape ``(batch,)``; the networks see
+    them one-hot. Anywhere a label is taken, a label vector of shape
+    ``(batch, num_classes)`` with non-negative entries summing to one also
+    works: mixing two one-hot vectors is how :meth:`interpolate_classes`
+    moves between classes.
+
+    :param torch.nn.Module encoder: maps ``(x, label vectors)`` to q(z|x, y).
+    :param torch.nn.Module decoder: maps ``(z, label vectors)`` to p(x|z, y);
+        a :class:`~pyprobvae.nets.Conditioned` network whose last module is
+        the likelihood.
+    :param torch.nn.Module prior: maps ``(batch_size, label vectors)`` to
+        p(z|y): :class:`~pyprobvae.priors.StandardNormal` (which ignores y)
+        or :class:`~pyprobvae.priors.LabelConditionalNormal`.
+    :param int num_classes: number of classes.
+    :param dict spec: the :func:`~pyprobvae.models.build_vae` arguments.
+    """
+
+    conditional = True
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, num_classes: int, spec: Optional[dict] = None):
+        super().__init__(encoder, decoder, prior, spec)
+        self.num_classes = num_classes
+
+    @property
+    def likelihood(self):
+        return self.decoder.net[-1]
+
+    def condition(self, y: Optional[torch.Tensor], batch_size: int) -> tuple:
+        """
+        ``(label vectors,)``: the one-hot encoding of int64 labels, or label
+        vectors as given.
+
+        :raises ValueError: without labels, or for labels that are not one per
+            example, outside ``0 .. num_classes - 1``, or vectors whose rows are
+            not probabilities.
+        """
+        if y is None:
+            raise ValueError(f"the conditional VAE needs labels y (classes 0 to {self.num_classes - 1}) with its data")
+        if not torch.is_floating_point(y):
+            if tuple(y.shape) != (batch_size,):
+                raise ValueError(f"labels have shape {tuple(y.shape)}; expected ({batch_size},), one per example")
+            outside = (y < 0) | (y >= self.num_classes)
+            if outside.any():
+                raise ValueError(
+                    f"label {int(y[outside][0])} is outside the model's classes 0 to {self.num_classes - 1}"
+                )
+            return (F.one_hot(y, self.num_classes).float(),)
+        if tuple(y.shape) != (batch_size, self.num_classes):
+            raise ValueError(
+                f"label vectors have shape {tuple(y.shape)}; expected ({batch_size}, {self.num_classes})"
+            )
+        if (y < 0).any() or ((y.sum(-1) - 1).abs() > LABEL_SUM_TOLERANCE).any():
+            raise ValueError("label vectors must have non-negative entries summing to one")
+        return (y,)
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Draw ``z ~ p(z|y)``, temper it as :meth:`VAE.sample
+        <pyprobvae.models.VAE.sample>` does, and decode it with label y.
+
+        :param int num_samples: how many examples.
+        :param float temperature: T >= 0.
+        :param y: the class of each example, shape ``(num_samples,)``; by
+            default :meth:`balanced_labels`.
+        :return: images of shape ``(num_samples, *data_shape)``.
+        """
+        if y is None:
+            y = self.balanced_labels(num_samples)
+        return super().sample(num_samples, temperature, y)
+
+    def balanced_labels(self, num_samples: int) -> torch.Tensor:
+        """
+        Every class in turn, in blocks: ``y_n = floor(n * num_classes /
+        num_samples)``. Class counts differ by at most one, and
+        ``num_samples = k * num_classes`` gives ``k`` of each class in order,
+        one row per class in a grid of ``k`` columns.
+        """
+        return torch.arange(num_samples, device=self._device()) * self.num_classes // num_samples
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def interpolate_classes(self, y0: int, y1: int, num_paths: int, steps: int = 8) -> torch.Tensor:
+        """
+        Move between two classes with the style held: for each path draw one
+        ``eps ~ N(0, I)``, and decode
+
+            z_t = m(y_t) + s(y_t) * eps  with label  y_t = (1 - t) e_{y0} + t e_{y1},
+
+        where ``m`` and ``s`` are the prior's mean and scale (0 and 1 for the
+        standard normal prior, so z stays fixed and only the label moves).
+
+        :param int y0: the class at ``t = 0``.
+        :param int y1: the class at ``t = 1``.
+        :param int num_paths: number of styles (rows).
+        :param int steps: points on each path, endpoints included (>= 2).
+        :return: images of shape ``(num_paths, steps, *data_shape)``.
+        """
+        if steps < 2:
+            raise ValueError(f"an interpolation needs steps >= 2, got {steps}")
+        device = self._device()
+        ends = torch.tensor([y0, y1], device=device)
+        (one_hot,) = self.condition(ends, 2)
+        t = torch.linspace(0, 1, steps, device=device).unsqueeze(-1)
+        labels = ((1 - t) * one_hot[0] + t * one_hot[1]).repeat(num_paths, 1)
+        eps = torch.randn(num_paths, 1, self.latent_dim, device=device).expand(num_paths, steps, self.latent_dim)
+        prior = self.prior(num_paths * steps, labels)
+        z = prior.mean + prior.stddev * eps.reshape(-1, self.latent_dim)
+        return self._decode(z, (labels,)).reshape((num_paths, steps) + self.data_shape)
