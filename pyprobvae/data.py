@@ -1,17 +1,21 @@
 """
-Loading image data sets into memory for VAE training.
+Loading image (and text) data sets into memory for VAE training.
 
-Every loader returns a :class:`Dataset` whose ``x`` is a float32 tensor of
-pixel values in ``[0, 1]`` (images channel-first) and whose ``y`` holds int64
-labels. Data sets are small enough to live in memory, so training loops slice
-``x`` with the index batches of :func:`iterate_minibatches` instead of going
-through a per-item ``DataLoader``.
+Every image loader returns a :class:`Dataset` whose ``x`` is a float32
+tensor of pixel values in ``[0, 1]`` (images channel-first) and whose ``y``
+holds int64 labels; text data sets hold int64 token ids of a character
+vocabulary instead (:mod:`pyprobvae.text`). Data sets are small enough to
+live in memory, so training loops slice ``x`` with the index batches of
+:func:`iterate_minibatches` instead of going through a per-item
+``DataLoader``.
 
 Sources:
 
 * ``"digits"``: scikit-learn's bundled 8x8 digits (no download).
 * ``"mnist"`` / ``"fashion-mnist"``: MNIST-format IDX files in a local directory.
 * a ``.npz`` archive, or in-memory arrays via :func:`from_arrays`.
+* ``"text"`` / ``"text:PATH"``: character sequences from a built-in corpus or
+  a UTF-8 text file (:func:`pyprobvae.text.load_text`).
 """
 
 import gzip
@@ -27,6 +31,7 @@ import torch
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
 SPLITS = ("train", "test")
+_TEXT_PREFIX = "text:"
 
 # Seed of the permutation that splits data sets without a predefined split.
 SPLIT_SEED = 0
@@ -61,18 +66,24 @@ class Dataset:
     One split held in memory.
 
     :param str name: ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, the path
-        of an ``.npz`` file, or the name given to :func:`from_arrays`.
+        of an ``.npz`` file, the name given to :func:`from_arrays`, or
+        ``"text"`` or the path of a text file.
     :param torch.Tensor x: float32 data of shape ``(N,) + data_shape``; pixel
-        data is scaled to ``[0, 1]``.
+        data is scaled to ``[0, 1]``. With a ``vocabulary``, int64 token ids
+        of shape ``(N, seq_len)`` instead.
     :param y: int64 labels of shape ``(N,)``, or None.
     :type y: torch.Tensor or None
     :param tuple data_shape: shape of one example; images are channel-first,
         e.g. ``(1, 28, 28)`` for MNIST.
     :param num_levels: number of intensity levels in the raw data (17 for
-        digits, 256 for MNIST), or None for real-valued data.
+        digits, 256 for MNIST), or None for real-valued data; with a
+        ``vocabulary``, its size.
     :type num_levels: int or None
     :param num_classes: number of label classes, or None without labels.
     :type num_classes: int or None
+    :param vocabulary: for token data, the characters: token id ``i`` is
+        ``vocabulary[i]``; None for pixel data.
+    :type vocabulary: str or None
     """
 
     name: str
@@ -81,6 +92,7 @@ class Dataset:
     data_shape: Tuple[int, ...]
     num_levels: Optional[int]
     num_classes: Optional[int]
+    vocabulary: Optional[str] = None
 
     def __post_init__(self):
         if tuple(self.x.shape[1:]) != tuple(self.data_shape):
@@ -93,6 +105,19 @@ class Dataset:
                 f"{self.name}: y has shape {tuple(self.y.shape)}; expected "
                 f"({len(self)},) to match x"
             )
+        if self.vocabulary is not None:
+            self._check_tokens()
+
+    def _check_tokens(self):
+        size = len(self.vocabulary)
+        if self.x.dtype != torch.int64 or self.num_levels != size:
+            raise DataError(
+                f"{self.name}: token data needs int64 ids and num_levels equal to the "
+                f"vocabulary size {size}; got dtype {self.x.dtype} and num_levels {self.num_levels}"
+            )
+        outside = int(((self.x < 0) | (self.x >= size)).sum())
+        if outside:
+            raise DataError(f"{self.name}: {outside} token ids lie outside [0, {size - 1}]")
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -114,7 +139,11 @@ def load_dataset(
     """
     Loads one split of a named data set or of an ``.npz`` file.
 
-    :param str name: one of :data:`DATASETS` or a path ending in ``".npz"``.
+    :param str name: one of :data:`DATASETS`, a path ending in ``".npz"``,
+        ``"text"`` (the built-in corpus of
+        :func:`pyprobvae.text.default_corpus`) or ``"text:PATH"`` (a UTF-8
+        text file); text is cut into sequences of 64 characters, see
+        :func:`pyprobvae.text.load_text`.
     :param str split: ``"train"`` or ``"test"``.
     :param str data_dir: directory holding the IDX files; required for
         ``"mnist"`` and ``"fashion-mnist"``, ignored otherwise.
@@ -126,12 +155,17 @@ def load_dataset(
         return load_digits(split)
     if name in ("mnist", "fashion-mnist"):
         return load_mnist(data_dir, split, name=name)
+    if name == "text" or name.startswith(_TEXT_PREFIX):
+        from .text import load_text  # imported here: pyprobvae.text builds on this module
+
+        return load_text(None if name == "text" else name[len(_TEXT_PREFIX):], split)
     if name.endswith(".npz"):
         return load_npz(name, split)
     choices = ", ".join(repr(d) for d in DATASETS)
     raise DataError(
         f"unknown dataset {name!r}: expected one of {choices}, "
-        "or a path ending in '.npz'"
+        "a path ending in '.npz', 'text' (the built-in corpus) or "
+        "'text:PATH' (a UTF-8 text file)"
     )
 
 
@@ -163,21 +197,24 @@ def load_digits(split: str) -> Dataset:
     )
 
 
-def fixed_split_indices(n: int, split: str) -> np.ndarray:
+def fixed_split_indices(n: int, split: str, train_percent: int = 80) -> np.ndarray:
     """
     Indices of one split of ``n`` examples that come without a predefined
     split: a ``numpy.random.default_rng(SPLIT_SEED)`` permutation of
-    ``range(n)`` whose first ``floor(0.8 * n)`` entries form the train split
-    and whose remaining entries (the last 20%) form the test split. Each
-    split's indices are returned sorted, so examples keep their stored order.
+    ``range(n)`` whose first ``floor(train_percent / 100 * n)`` entries
+    (``floor(0.8 * n)`` by default) form the train split and whose remaining
+    entries (the last 20% by default) form the test split. Each split's indices are
+    returned sorted, so examples keep their stored order.
 
     :param int n: number of examples.
     :param str split: ``"train"`` or ``"test"``.
+    :param int train_percent: share of the train split, in percent (text
+        data sets use 90).
     :rtype: numpy.ndarray
     """
     _check_split(split)
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
-    num_train = (4 * n) // 5
+    num_train = (train_percent * n) // 100
     part = perm[:num_train] if split == "train" else perm[num_train:]
     return np.sort(part)
 

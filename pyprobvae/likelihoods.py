@@ -5,8 +5,9 @@ one example.
 Every likelihood here is an :class:`torch.nn.Module` ``likelihood(output)``
 mapping decoder outputs of shape ``(*batch, num_outputs)`` to a distribution
 with batch shape ``batch`` and event shape ``data_shape``, whose support is
-data in the package's data space (pixel values in ``[0, 1]``). Its
-``log_prob`` is therefore the log-likelihood of a whole example, in nats.
+data in the package's data space (pixel values in ``[0, 1]``, or int64 token
+ids for ``"tokens"``). Its ``log_prob`` is therefore the log-likelihood of a
+whole example, in nats.
 """
 
 import math
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 from pyro.distributions import Bernoulli, Categorical, Normal, TorchDistribution, constraints
 from torch import nn
 
-LIKELIHOODS = ("bernoulli", "gaussian", "categorical")
+LIKELIHOODS = ("bernoulli", "gaussian", "categorical", "tokens")
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class Likelihood(nn.Module):
@@ -56,6 +59,16 @@ class Likelihood(nn.Module):
         bad = ~torch.isfinite(x)
         if bad.any():
             raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite values")
+
+    def decoded(self, distribution) -> torch.Tensor:
+        """
+        The data an output distribution decodes to, e.g. for reconstructions:
+        its mean, of shape ``(*batch, *data_shape)``.
+
+        :param distribution: a distribution returned by this likelihood.
+        :rtype: torch.Tensor
+        """
+        return distribution.mean
 
     def _event(self, base):
         return base.to_event(len(self.data_shape))
@@ -199,13 +212,66 @@ class CategoricalLikelihood(Likelihood):
             )
 
 
+class TokenLikelihood(Likelihood):
+    """
+    p(x|z) = prod_t Categorical(x_t; softmax(f_t(z))) over token ids
+    ``x_t in {0, ..., vocab_size - 1}``; the decoder outputs ``vocab_size``
+    logits per position, laid out as ``data_shape + (vocab_size,)``
+    flattened. Data are integer token ids of shape ``(batch, *data_shape)``,
+    usually ``(batch, seq_len)``; ``log_prob`` is the log-likelihood of a
+    whole sequence in nats.
+
+    :param tuple data_shape: shape of one example, e.g. ``(seq_len,)``.
+    :param int vocab_size: number of token ids, at least 2.
+    """
+
+    def __init__(self, data_shape, vocab_size: int):
+        super().__init__(data_shape)
+        if vocab_size < 2:
+            raise ValueError(f"the tokens likelihood needs vocab_size >= 2, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self.outputs_per_dim = vocab_size
+
+    def forward(self, output):
+        logits = output.reshape(output.shape[:-1] + self.data_shape + (self.vocab_size,))
+        return self._event(Categorical(logits=logits, validate_args=False))
+
+    def decoded(self, distribution):
+        """
+        The most likely token id at every position (ties go to the lowest
+        id), shape ``(*batch, *data_shape)``, int64. Token ids are labels, not
+        quantities: the mean of a categorical over ids is not a token (and
+        torch leaves it undefined), so text decodes to the argmax instead.
+
+        :param distribution: a distribution returned by this likelihood.
+        :rtype: torch.LongTensor
+        """
+        return distribution.base_dist.logits.argmax(-1)
+
+    def check_data(self, x, name="data"):
+        super().check_data(x, name)
+        if x.dtype not in _INTEGER_DTYPES:
+            raise ValueError(
+                f"the tokens likelihood needs integer token ids (int64), but {name} has dtype "
+                f"{x.dtype}: encode text with pyprobvae.text.encode_text"
+            )
+        outside = ((x < 0) | (x >= self.vocab_size)).sum()
+        if outside:
+            raise ValueError(
+                f"the tokens likelihood with vocab_size {self.vocab_size} needs ids in "
+                f"[0, {self.vocab_size - 1}], but {name} has {int(outside)} ids outside"
+            )
+
+
 def make_likelihood(name: str, data_shape, num_levels=None, gaussian_scale: float = 0.1, learn_scale: bool = False):
     """
     Build a likelihood by name.
 
-    :param str name: one of ``"bernoulli"``, ``"gaussian"``, ``"categorical"``.
+    :param str name: one of ``"bernoulli"``, ``"gaussian"``, ``"categorical"``,
+        ``"tokens"``.
     :param tuple data_shape: shape of one example.
-    :param num_levels: pixel levels, required by ``"categorical"``.
+    :param num_levels: pixel levels, required by ``"categorical"``; the
+        vocabulary size, required by ``"tokens"``.
     :param float gaussian_scale: fixed (or initial, when learned) scale of
         ``"gaussian"``.
     :param bool learn_scale: learn the scale of ``"gaussian"``.
@@ -218,4 +284,8 @@ def make_likelihood(name: str, data_shape, num_levels=None, gaussian_scale: floa
         if num_levels is None:
             raise ValueError("the categorical likelihood needs the number of pixel levels (num_levels)")
         return CategoricalLikelihood(data_shape, num_levels)
+    if name == "tokens":
+        if num_levels is None:
+            raise ValueError("the tokens likelihood needs the vocabulary size (num_levels)")
+        return TokenLikelihood(data_shape, num_levels)
     raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")

@@ -99,12 +99,31 @@ def test_load_dataset_dispatch(tmp_path):
 def test_load_dataset_unknown_name_and_split():
     with pytest.raises(DataError, match="unknown dataset 'cifar'") as e:
         load_dataset("cifar")
-    for choice in DATASETS + (".npz",):
+    for choice in DATASETS + (".npz", "'text'", "'text:PATH'"):
         assert choice in str(e.value)
     with pytest.raises(DataError, match="unknown split 'valid'.*'train' or 'test'"):
         load_dataset("digits", "valid")
     with pytest.raises(DataError, match="unknown split"):
         load_digits("validation")
+
+
+def test_load_dataset_text(tmp_path):
+    corpus = load_dataset("text", "test")
+    assert corpus.name == "text" and corpus.data_shape == (64,) and corpus.x.dtype == torch.int64
+    assert corpus.vocabulary is not None and corpus.num_levels == len(corpus.vocabulary)
+    path = tmp_path / "notes.npz"  # the text: prefix wins over the .npz suffix
+    path.write_text("abc" * 100, encoding="utf-8")
+    train = load_dataset(f"text:{path}")
+    assert train.name == str(path) and len(train) == (9 * 4) // 10
+    with pytest.raises(DataError, match="text file 'missing.txt' does not exist"):
+        load_dataset("text:missing.txt")
+
+
+def test_fixed_split_train_percent():
+    train, test = fixed_split_indices(25, "train", train_percent=90), fixed_split_indices(25, "test", train_percent=90)
+    assert len(train) == 22 and len(test) == 3
+    assert sorted(np.concatenate([train, test])) == list(range(25))
+    assert np.array_equal(fixed_split_indices(1797, "test", train_percent=80), fixed_split_indices(1797, "test"))
 
 
 # ---------------------------------------------------------------- Dataset

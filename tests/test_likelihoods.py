@@ -15,6 +15,7 @@ from pyprobvae.likelihoods import (
     CategoricalLikelihood,
     GaussianLikelihood,
     QuantizedCategorical,
+    TokenLikelihood,
     make_likelihood,
 )
 
@@ -287,3 +288,62 @@ def test_make_likelihood():
     assert all(name in str(info.value) for name in LIKELIHOODS)
     with pytest.raises(ValueError, match="num_levels >= 2"):
         CategoricalLikelihood(SHAPE, 1)
+
+
+# ------------------------------------------------------------ tokens
+
+
+def test_token_log_prob_against_brute_force():
+    V, T = 6, 4
+    rng = _rng(3)
+    logits = rng.normal(0, 2, size=(BATCH, T, V))
+    tokens = rng.integers(0, V, size=(BATCH, T))
+    lik = TokenLikelihood((T,), V)
+    assert lik.num_outputs == T * V and lik.outputs_per_dim == V
+    p = lik(torch.from_numpy(logits).reshape(BATCH, T * V))
+    assert p.batch_shape == (BATCH,) and p.event_shape == (T,)
+    log_prob = p.log_prob(torch.from_numpy(tokens))
+    assert log_prob.shape == (BATCH,)
+    brute = np.zeros(BATCH)
+    for n in range(BATCH):
+        for t in range(T):
+            row = logits[n, t]
+            brute[n] += row[tokens[n, t]] - math.log(sum(math.exp(v) for v in row))
+    np.testing.assert_allclose(log_prob.numpy(), brute, rtol=1e-10)
+
+
+def test_token_decoded_is_argmax_and_samples_are_valid_data():
+    V, T = 5, 7
+    logits = torch.randn(BATCH, T, V, generator=torch.Generator().manual_seed(0))
+    lik = TokenLikelihood((T,), V)
+    p = lik(logits.reshape(BATCH, T * V))
+    decoded = lik.decoded(p)
+    assert decoded.dtype == torch.int64 and torch.equal(decoded, logits.argmax(-1))
+    lik.check_data(decoded)
+    lik.check_data(p.sample())
+    # the other likelihoods decode to the mean
+    bernoulli = BernoulliLikelihood(SHAPE)
+    q = bernoulli(torch.zeros(BATCH, 12))
+    torch.testing.assert_close(bernoulli.decoded(q), q.mean)
+
+
+def test_token_check_data_errors():
+    lik = TokenLikelihood((4,), 10)
+    lik.check_data(torch.tensor([[0, 9, 3, 4]]))
+    lik.check_data(torch.tensor([[0, 9, 3, 4]], dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"shape \(1, 5\).*\(batch, 4\)"):
+        lik.check_data(torch.zeros(1, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="integer token ids.*my text.*torch.float32"):
+        lik.check_data(torch.zeros(1, 4), "my text")
+    with pytest.raises(ValueError, match=r"ids in \[0, 9\], but my text has 2 ids outside"):
+        lik.check_data(torch.tensor([[-1, 10, 3, 4]]), "my text")
+
+
+def test_make_token_likelihood():
+    lik = make_likelihood("tokens", (64,), num_levels=96)
+    assert isinstance(lik, TokenLikelihood) and lik.num_outputs == 64 * 96
+    assert "tokens" in LIKELIHOODS
+    with pytest.raises(ValueError, match="vocabulary size"):
+        make_likelihood("tokens", (64,))
+    with pytest.raises(ValueError, match="vocab_size >= 2"):
+        TokenLikelihood((64,), 1)

@@ -1,0 +1,435 @@
+"""
+The vector quantizer of a VQ-VAE (van den Oord et al. 2017 [1]).
+
+An encoder maps an example x to ``P`` vectors ``z_e(x)_p`` in R^D (the
+positions of a feature map, say). The quantizer replaces each of them with
+its nearest entry of a codebook ``e_1, ..., e_K`` in R^D,
+
+    k_p = argmin_k ||z_e(x)_p - e_k||^2,    z_q(x)_p = e_{k_p},
+
+and the decoder reconstructs x from z_q(x).
+
+**The variational view.** The posterior q(k|x) is the one-hot distribution
+on the nearest codes and the prior p(k) is uniform over the K codes at every
+position, so
+
+    KL(q(k|x) || p(k)) = sum_p sum_k q(k_p = k|x) log(q(k_p = k|x) K) = P log K,
+
+a constant (q puts probability one on one code, whose log-ratio is
+``log(1 / (1/K))``). The ELBO is therefore ``E_q[log p(x|z_q)] - P log K``,
+and training only needs the reconstruction term.
+
+**The three loss terms.** With ``sg`` the stop-gradient operator, a VQ-VAE
+minimizes, per example,
+
+    -log p(x|z_q(x)) + sum_p ||sg[z_e(x)_p] - e_{k_p}||^2 + beta sum_p ||z_e(x)_p - sg[e_{k_p}]||^2:
+
+the reconstruction term trains the encoder and the decoder; the *codebook*
+term moves each code towards the encoder outputs assigned to it (its
+minimizer over e_k is their mean, a k-means step); the *commitment* term,
+weighted by beta (0.25 in [1]), keeps the encoder's outputs close to the
+codes they chose, so that they cannot grow without bound. This module returns
+the codebook and commitment terms unweighted, summed over positions and
+dimensions, one value per example: averaged over a batch they keep the same
+weight whatever the batch size.
+
+**Straight-through gradient.** ``argmin`` has no useful derivative, so the
+quantizer outputs
+
+    z_q = z_e + sg[e_{k} - z_e],
+
+whose value is the code (up to one rounding) and whose Jacobian dz_q/dz_e is
+the identity: the decoder's gradient with respect to z_q is copied unchanged
+to the encoder. The codebook receives no reconstruction gradient; it learns
+through the codebook term, or, with ``ema=True``, through exponential moving
+averages of the assigned encoder outputs (appendix A.1 of [1]; Razavi et al.
+2019 [2]), which replace the codebook term.
+
+[1] Neural Discrete Representation Learning, Aaron van den Oord, Oriol
+Vinyals & Koray Kavukcuoglu. NeurIPS 2017, arXiv:1711.00937.
+
+[2] Generating Diverse High-Fidelity Images with VQ-VAE-2, Ali Razavi, Aaron
+van den Oord & Oriol Vinyals. NeurIPS 2019, arXiv:1906.00446.
+"""
+
+import numbers
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class QuantizerOutput(NamedTuple):
+    """
+    What :meth:`VectorQuantizer.forward` returns for encoder outputs ``z_e``
+    of shape ``(batch, positions, code_dim)``.
+
+    :ivar torch.Tensor z_q: the straight-through value ``z_e + sg[e_k - z_e]``,
+        shape ``(batch, positions, code_dim)``.
+    :ivar torch.Tensor indices: the nearest code k of each position, a long
+        tensor of shape ``(batch, positions)``.
+    :ivar torch.Tensor codebook_loss: ``sum_p ||sg[z_e_p] - e_{k_p}||^2`` per
+        example, shape ``(batch,)``; its gradient reaches only the codebook.
+        Zeros when the codebook learns by moving averages.
+    :ivar torch.Tensor commitment_loss: ``sum_p ||z_e_p - sg[e_{k_p}]||^2`` per
+        example, shape ``(batch,)``; its gradient reaches only ``z_e``. The
+        caller applies the weight beta.
+    """
+
+    z_q: torch.Tensor
+    indices: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+def _check_integer(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _nearest(points: torch.Tensor, codes: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """
+    argmin_k ||z_n - e_k||^2 for every row z_n of ``points`` (N, D), over the
+    rows e_k of ``codes`` (K, D), as ``argmin_k (||e_k||^2 - 2 z_n . e_k)``:
+    the term ``||z_n||^2`` is the same for every k, so it is left out (it
+    would only add rounding error). Blocks of at most ``chunk_size`` rows by
+    ``chunk_size`` codes keep the memory at O(chunk_size^2); a running
+    minimum over the blocks of codes keeps the first of tied codes, as
+    ``argmin`` does.
+    """
+    code_norms = codes.pow(2).sum(-1)
+    indices = torch.empty(points.size(0), dtype=torch.long, device=points.device)
+    for start in range(0, points.size(0), chunk_size):
+        rows = points[start : start + chunk_size]
+        best = torch.full((rows.size(0),), float("inf"), dtype=points.dtype, device=points.device)
+        best_index = torch.zeros(rows.size(0), dtype=torch.long, device=points.device)
+        for first in range(0, codes.size(0), chunk_size):
+            block = codes[first : first + chunk_size]
+            scores = torch.addmm(code_norms[first : first + chunk_size], rows, block.T, alpha=-2)
+            value, index = scores.min(-1)
+            better = value < best
+            best = torch.where(better, value, best)
+            best_index = torch.where(better, index + first, best_index)
+        indices[start : start + chunk_size] = best_index
+    return indices
+
+
+def _random_rows(points: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` rows of ``points`` drawn uniformly, distinct when there are enough rows."""
+    if points.size(0) >= count:
+        index = torch.randperm(points.size(0), device=points.device)[:count]
+    else:
+        index = torch.randint(points.size(0), (count,), device=points.device)
+    return points[index]
+
+
+def _kmeans_seeds(points: torch.Tensor, count: int) -> torch.Tensor:
+    """
+    Starting centres for Lloyd's algorithm. With at least ``count`` rows,
+    k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre is a
+    uniformly drawn row, each next one a row drawn with probability
+    proportional to its squared distance ``||z||^2 - 2 z . c + ||c||^2`` to
+    the nearest centre c so far, which puts the seeds in distinct clusters
+    with high probability. With fewer rows, every row and then rows drawn
+    with replacement, jittered by 1e-3 of the data's scale so that the codes
+    differ.
+    """
+    num_rows = points.size(0)
+    if num_rows < count:
+        extra = points[torch.randint(num_rows, (count - num_rows,), device=points.device)]
+        scale = 1e-3 * points.std(correction=0).clamp_min(1e-3)
+        return torch.cat([points, extra + scale * torch.randn_like(extra)])
+    norms = points.pow(2).sum(-1)
+    chosen = torch.empty(count, dtype=torch.long, device=points.device)
+    distances = torch.full_like(norms, float("inf"))
+    weights = torch.ones_like(norms)  # the first seed is uniform
+    for i in range(count):
+        seed = chosen[i] = torch.multinomial(weights, 1)[0]
+        distances = torch.minimum(distances, norms - 2 * points @ points[seed] + norms[seed])
+        distances[seed] = 0
+        # the floor keeps the weights a distribution when every row is a seed already
+        weights = distances.clamp_min(torch.finfo(points.dtype).tiny)
+    return points[chosen]
+
+
+def _kmeans(points: torch.Tensor, count: int, iterations: int, chunk_size: int):
+    """
+    ``iterations`` Lloyd iterations from :func:`_kmeans_seeds`: assign every
+    row to its nearest centre, then move each centre to the mean of its rows
+    (a centre without rows stays). Returns the centres (count, D) and the
+    number of rows nearest to each, a long tensor (count,).
+    """
+    centres = _kmeans_seeds(points, count)
+    for _ in range(iterations):
+        assignment = _nearest(points, centres, chunk_size)
+        sizes = torch.bincount(assignment, minlength=count)
+        sums = torch.zeros_like(centres).index_add_(0, assignment, points)
+        centres = torch.where(sizes.unsqueeze(-1) > 0, sums / sizes.clamp_min(1).unsqueeze(-1), centres)
+    return centres, torch.bincount(_nearest(points, centres, chunk_size), minlength=count)
+
+
+class VectorQuantizer(nn.Module):
+    """
+    Nearest-code quantization of encoder outputs with a learned codebook of
+    ``codebook_size`` (K) codes in R^``code_dim`` (D); see the module
+    docstring for the losses and the straight-through gradient.
+
+    State changes happen only in training mode (``module.train()``), each
+    time :meth:`forward` runs; in evaluation mode the forward is a pure
+    function of the input and the codebook. In training mode:
+
+    - **k-means initialization** (``kmeans_init=True``): the first forward
+      sets the codebook to ``kmeans_iterations`` Lloyd iterations on the
+      batch's encoder outputs (flattened over batch and positions), seeded by
+      k-means++. The buffer ``initialized`` records it, so a module loaded
+      from a checkpoint is not initialized again. Without it the codebook
+      starts uniform in ``[-1/K, 1/K]``, as in van den Oord et al. (2017).
+    - **moving averages** (``ema=True``): the codebook is a buffer, not a
+      parameter, and with ``n_k`` the number of positions of the batch
+      assigned to code k and ``s_k`` the sum of their encoder outputs, each
+      forward updates
+
+          N_k <- decay N_k + (1 - decay) n_k,    m_k <- decay m_k + (1 - decay) s_k,
+
+          e_k <- m_k / N~_k,    N~_k = (N_k + epsilon) / (sum_j N_j + K epsilon) sum_j N_j.
+
+      The buffer ``cluster_size`` keeps the unsmoothed N_k, so that it stays
+      a moving average of counts; the Laplace-smoothed N~_k, which has the
+      same total, is used only to divide, and keeps a code that is rarely
+      assigned from dividing by (nearly) zero. ``code_sum`` keeps m_k.
+      Every code starts as one pseudo-observation at itself, ``N_k = 1`` and
+      ``m_k = e_k``; k-means initialization sets ``N_k`` to the code's
+      cluster size (at least 1) and ``m_k = N_k e_k``.
+    - **dead-code restart** (``restart_after > 0``): the long buffer
+      ``steps_unused`` counts, for each code, the training steps since a
+      position was last assigned to it. After the assignment, codes unused
+      for ``restart_after`` steps or more move to uniformly drawn rows of the
+      batch's encoder outputs, their counters restart at zero and, with
+      moving averages, their statistics become ``N_k = 1, m_k = e_k``.
+
+    Random draws use torch's global random number generator (which
+    :func:`pyro.set_rng_seed` seeds) on the device of the encoder outputs.
+
+    :param int codebook_size: number of codes K >= 1.
+    :param int code_dim: dimension D >= 1 of the codes and encoder outputs.
+    :param bool ema: learn the codebook by moving averages instead of the
+        codebook loss.
+    :param float decay: the moving averages' decay, in (0, 1).
+    :param float epsilon: Laplace smoothing of the cluster sizes, > 0.
+    :param bool kmeans_init: initialize the codebook by k-means on the first
+        training batch.
+    :param int kmeans_iterations: number of Lloyd iterations, >= 0.
+    :param int restart_after: training steps without use after which a code
+        is restarted; 0 never restarts.
+    :param int chunk_size: rows and codes per block of the nearest-code
+        search, which needs memory for ``chunk_size^2`` distances.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        code_dim: int,
+        ema: bool = False,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = True,
+        kmeans_iterations: int = 10,
+        restart_after: int = 100,
+        chunk_size: int = 4096,
+    ):
+        super().__init__()
+        _check_integer("codebook_size", codebook_size, 1)
+        _check_integer("code_dim", code_dim, 1)
+        _check_integer("kmeans_iterations", kmeans_iterations, 0)
+        _check_integer("restart_after", restart_after, 0)
+        _check_integer("chunk_size", chunk_size, 1)
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must lie in (0, 1), got {decay!r}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        self.codebook_size = int(codebook_size)
+        self.code_dim = int(code_dim)
+        self.ema = ema
+        self.decay = float(decay)
+        self.epsilon = float(epsilon)
+        self.kmeans_init = kmeans_init
+        self.kmeans_iterations = int(kmeans_iterations)
+        self.restart_after = int(restart_after)
+        self.chunk_size = int(chunk_size)
+
+        bound = 1.0 / self.codebook_size
+        codebook = torch.empty(self.codebook_size, self.code_dim).uniform_(-bound, bound)
+        if ema:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("cluster_size", torch.ones(self.codebook_size))
+            self.register_buffer("code_sum", codebook.clone())
+        else:
+            self.codebook = nn.Parameter(codebook)
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        if self.restart_after > 0:
+            self.register_buffer("steps_unused", torch.zeros(self.codebook_size, dtype=torch.long))
+
+    def extra_repr(self) -> str:
+        return f"codebook_size={self.codebook_size}, code_dim={self.code_dim}, ema={self.ema}"
+
+    def _check_last_dim(self, z: torch.Tensor, name: str) -> None:
+        if z.dim() < 1 or z.size(-1) != self.code_dim:
+            raise ValueError(f"{name} has shape {tuple(z.shape)}, but its last dimension must be code_dim={self.code_dim}")
+        if z.dtype != self.codebook.dtype:
+            raise ValueError(f"{name} has dtype {z.dtype}, but the codebook has dtype {self.codebook.dtype}")
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """
+        The index of the nearest code, ``argmin_k ||z - e_k||^2``, of every
+        vector z; computed without gradient.
+
+        :param torch.Tensor z: vectors of shape ``(..., code_dim)``.
+        :return: a long tensor of shape ``(...)``.
+        """
+        self._check_last_dim(z, "z")
+        with torch.no_grad():
+            flat = z.detach().reshape(-1, self.code_dim)
+            return _nearest(flat, self.codebook.detach(), self.chunk_size).reshape(z.shape[:-1])
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """
+        The codes ``e_k`` of the given indices, differentiable with respect to
+        the codebook.
+
+        :param torch.Tensor indices: integer tensor of shape ``(...)`` with
+            values in ``{0, ..., K - 1}``.
+        :return: tensor of shape ``(..., code_dim)``.
+        """
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"indices must be an integer tensor, got dtype {indices.dtype}")
+        outside = (indices < 0) | (indices >= self.codebook_size)
+        if outside.any():
+            raise ValueError(
+                f"indices must lie in [0, {self.codebook_size - 1}], but {int(outside.sum())} are outside "
+                f"(e.g. {int(indices[outside][0])})"
+            )
+        return self.codebook[indices]
+
+    def forward(self, z_e: torch.Tensor) -> QuantizerOutput:
+        """
+        Quantize encoder outputs, and in training mode update the codebook's
+        state (see the class docstring). The outputs and losses use the codes
+        as they were before this forward's moving-average update and restarts.
+
+        :param torch.Tensor z_e: encoder outputs of shape ``(batch, positions,
+            code_dim)``, finite.
+        :rtype: QuantizerOutput
+        """
+        self._check_input(z_e)
+        if self.training and not self.initialized:
+            self._initialize(z_e.detach())
+        indices = self.nearest(z_e)
+        codes = self.codebook[indices]
+        z_q = z_e + (codes - z_e).detach()
+        commitment_loss = (z_e - codes.detach()).pow(2).sum((1, 2))
+        if self.ema:
+            codebook_loss = z_e.new_zeros(z_e.size(0))
+        else:
+            codebook_loss = (z_e.detach() - codes).pow(2).sum((1, 2))
+        if self.training:
+            self._update(z_e.detach().reshape(-1, self.code_dim), indices.reshape(-1))
+        return QuantizerOutput(z_q, indices, codebook_loss, commitment_loss)
+
+    def _check_input(self, z_e: torch.Tensor) -> None:
+        if z_e.dim() != 3:
+            raise ValueError(
+                f"z_e has shape {tuple(z_e.shape)}, but the quantizer expects (batch, positions, code_dim="
+                f"{self.code_dim})"
+            )
+        self._check_last_dim(z_e, "z_e")
+        if z_e.numel() == 0:
+            raise ValueError(f"z_e has shape {tuple(z_e.shape)}, with no encoder outputs to quantize")
+        bad = ~torch.isfinite(z_e)
+        if bad.any():
+            raise ValueError(f"z_e contains {int(bad.sum())} NaN or infinite values")
+
+    @torch.no_grad()
+    def _initialize(self, z_e: torch.Tensor) -> None:
+        points = z_e.reshape(-1, self.code_dim)
+        centres, sizes = _kmeans(points, self.codebook_size, self.kmeans_iterations, self.chunk_size)
+        self.codebook.copy_(centres)
+        if self.ema:
+            self.cluster_size.copy_(sizes.clamp_min(1))
+            self.code_sum.copy_(centres * self.cluster_size.unsqueeze(-1))
+        if self.restart_after > 0:
+            self.steps_unused.zero_()
+        self.initialized.fill_(True)
+
+    def _smoothed_cluster_size(self) -> torch.Tensor:
+        """
+        The Laplace-smoothed cluster sizes ``N~_k = (N_k + epsilon) / (sum_j
+        N_j + K epsilon) sum_j N_j`` (only with ``ema=True``), shape ``(K,)``.
+        """
+        total = self.cluster_size.sum()
+        return (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+
+    @torch.no_grad()
+    def _update(self, points: torch.Tensor, indices: torch.Tensor) -> None:
+        counts = torch.bincount(indices, minlength=self.codebook_size)
+        if self.ema:
+            sums = torch.zeros_like(self.code_sum).index_add_(0, indices, points)
+            self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+            self.code_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            self.codebook.copy_(self.code_sum / self._smoothed_cluster_size().unsqueeze(-1))
+        if self.restart_after > 0:
+            self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
+            dead = (self.steps_unused >= self.restart_after).nonzero().squeeze(-1)
+            if dead.numel():
+                self._restart(dead, points)
+
+    def _restart(self, dead: torch.Tensor, points: torch.Tensor) -> None:
+        rows = _random_rows(points, dead.numel())
+        self.codebook[dead] = rows
+        self.steps_unused[dead] = 0
+        if self.ema:
+            self.cluster_size[dead] = 1.0
+            self.code_sum[dead] = rows
+
+
+def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """
+    How many times each code occurs in ``indices``.
+
+    :param torch.Tensor indices: integer tensor of any shape with values in
+        ``{0, ..., codebook_size - 1}``.
+    :param int codebook_size: number of codes K.
+    :return: long tensor of shape ``(K,)``.
+    """
+    _check_integer("codebook_size", codebook_size, 1)
+    flat = indices.reshape(-1)
+    if flat.numel() and (flat.min() < 0 or flat.max() >= codebook_size):
+        raise ValueError(
+            f"indices must lie in [0, {codebook_size - 1}], got values from {int(flat.min())} to {int(flat.max())}"
+        )
+    return torch.bincount(flat, minlength=codebook_size)
+
+
+def perplexity(counts: torch.Tensor) -> float:
+    """
+    The perplexity ``exp(H(p))`` of the code usage ``p = counts / sum(counts)``,
+    with ``H(p) = -sum_k p_k log p_k`` and ``0 log 0 = 0``: the number of
+    codes a uniform usage with the same entropy would need, between 1 (one
+    code used) and the number of codes used (equal usage).
+
+    :param torch.Tensor counts: non-negative counts, e.g. from
+        :func:`code_counts`, with a positive total.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+    if not torch.isfinite(counts).all() or (counts < 0).any() or not counts.sum() > 0:
+        raise ValueError("counts must be finite and non-negative with a positive total")
+    p = counts / counts.sum()
+    return float(torch.exp(-torch.xlogy(p, p).sum()))
+
+
+def codes_used(counts: torch.Tensor) -> int:
+    """
+    The number of codes with a nonzero count.
+
+    :param torch.Tensor counts: counts of shape ``(K,)``.
+    """
+    return int(torch.count_nonzero(torch.as_tensor(counts)))
