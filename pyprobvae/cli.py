@@ -1,7 +1,7 @@
 """
-The ``pyprobvae`` command: ``train``, ``evaluate``, ``sample``,
-``reconstruct``, ``interpolate``, ``traverse`` and ``encode``, the same verbs as the Python
-API. Errors in what the user asked for are one line on stderr and exit
+The ``pyprobvae`` command: ``train``, ``train-prior``, ``evaluate``,
+``sample``, ``reconstruct``, ``interpolate``, ``traverse`` and ``encode``, the
+same verbs as the Python API. Errors in what the user asked for are one line on stderr and exit
 status 2.
 """
 
@@ -22,9 +22,9 @@ from .infer import CheckpointError, NonFiniteLossError, TrainConfig
 from .infer.training import BINARIZATIONS, ESTIMATORS, OPTIMIZERS
 from .interpolation import INTERPOLATIONS
 from .likelihoods import LIKELIHOODS
-from .models import MODELS, PRIORS
+from .models import MODELS, NETWORKS, PRIORS, VQVAE
 from .models.ae import CODE_SOURCES
-from .runs import Run, read_config, train_run, write_images
+from .runs import Run, read_config, train_run, write_examples
 
 TRAIN_DEFAULTS = dict(
     dataset="digits",
@@ -41,6 +41,11 @@ TRAIN_DEFAULTS = dict(
     hidden="256",
     gaussian_scale=0.1,
     learn_scale=False,
+    network="conv",
+    codebook_size=64,
+    code_dim=16,
+    beta=0.25,
+    ema=False,
     epochs=100,
     batch_size=128,
     lr=1e-3,
@@ -51,6 +56,11 @@ TRAIN_DEFAULTS = dict(
     device="cpu",
     iwae_samples=1000,
 )
+
+
+# Options that only apply to the VQ-VAE, and options that do not apply to it.
+VQVAE_OPTIONS = ("network", "codebook_size", "code_dim", "beta", "ema")
+GAUSSIAN_LATENT_OPTIONS = ("prior", "latent_dim", "guide", "components", "flow", "flow_depth")
 
 
 class UsageError(Exception):
@@ -90,6 +100,13 @@ def _positive_float(text):
     return value
 
 
+def _probability(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _class_pair(text):
     try:
         a, b = (int(part) for part in text.split(","))
@@ -110,10 +127,19 @@ def _widths(text):
 
 def _add_train(commands):
     p = commands.add_parser("train", help="train a model into a run folder")
-    p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, or PATH.npz")
+    p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, PATH.npz, "
+                                     "text (docstrings of Python's standard library) or text:PATH (a UTF-8 file)")
     p.add_argument("--data-dir", help="directory holding the MNIST-format IDX files")
     p.add_argument("--model", choices=MODELS,
-                   help="vae (default); ae, the deterministic autoencoder baseline; or cvae, the label-conditional VAE")
+                   help="vae (default); ae, the deterministic autoencoder baseline; cvae, the label-conditional VAE; "
+                        "or vqvae, the VQ-VAE with discrete codes")
+    p.add_argument("--network", choices=NETWORKS,
+                   help="vqvae only: conv (default; 2-D for images, 1-D for text) or mlp encoder and decoder")
+    p.add_argument("--codebook-size", type=_positive_int, help="vqvae only: number of codes K (default 64)")
+    p.add_argument("--code-dim", type=_positive_int, help="vqvae only: dimension of the codes (default 16)")
+    p.add_argument("--beta", type=_non_negative_float, help="vqvae only: weight of the commitment term (default 0.25)")
+    p.add_argument("--ema", action="store_true", default=None,
+                   help="vqvae only: learn the codebook by moving averages instead of the codebook term")
     p.add_argument("--prior", choices=PRIORS,
                    help="cvae only: p(z|y) = N(0, I) for every class (standard, default) or a learned Gaussian per class")
     p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x) (default diagonal)")
@@ -148,6 +174,19 @@ def _add_run_commands(commands):
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo estimates")
     p.add_argument("--device", default="cpu")
 
+    p = commands.add_parser("train-prior", help="VQ-VAE runs: fit a transformer prior to the run's codes (stage 2)")
+    p.add_argument("run")
+    p.add_argument("--epochs", type=_positive_int, default=50, help="default 50")
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--d-model", type=_positive_int, default=128, help="width of the transformer (default 128)")
+    p.add_argument("--layers", type=_positive_int, default=2, help="transformer layers (default 2)")
+    p.add_argument("--heads", type=_positive_int, default=4, help="attention heads (default 4)")
+    p.add_argument("--dropout", type=_probability, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = commands.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
     p.add_argument("--n", type=_positive_int, default=64)
@@ -159,14 +198,19 @@ def _add_run_commands(commands):
     p.add_argument("--codes", choices=CODE_SOURCES,
                    help="autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
                         "fitted to the training codes (fitted)")
-    p.add_argument("--out", required=True, help="FILE.png (grid) or FILE.npy (array, values in [0, 1])")
+    p.add_argument("--top-k", type=_positive_int,
+                   help="vqvae runs with a trained prior: draw each code from the K most likely only")
+    p.add_argument("--out", required=True,
+                   help="FILE.png (grid), FILE.txt (text runs) or FILE.npy (array: values in [0, 1], or token ids)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
     p = commands.add_parser("reconstruct", help="reconstruct the first N test examples")
     p.add_argument("run")
     p.add_argument("--n", type=_positive_int, default=32)
-    p.add_argument("--out", required=True, help="FILE.png (inputs above reconstructions) or FILE.npy")
+    p.add_argument("--out", required=True,
+                   help="FILE.png (inputs above reconstructions), FILE.txt (text runs: each input, then its "
+                        "reconstruction) or FILE.npy")
     p.add_argument("--device", default="cpu")
 
     p = commands.add_parser("interpolate", help="decode paths between the codes of test examples")
@@ -193,7 +237,7 @@ def _add_run_commands(commands):
     p = commands.add_parser("encode", help="write the posterior means of a split")
     p.add_argument("run")
     p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--out", required=True, help="FILE.npy, shape (N, latent_dim)")
+    p.add_argument("--out", required=True, help="FILE.npy, shape (N, latent_dim); for a vqvae the code indices (N, positions)")
     p.add_argument("--device", default="cpu")
 
 
@@ -219,17 +263,19 @@ def _train(args):
     if settings["binarize"] == "none":
         settings["binarize"] = None
     train_config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name in settings})
+    vqvae = settings["model"] == "vqvae"
+    not_applicable = GAUSSIAN_LATENT_OPTIONS + ("kl_warmup_epochs", "estimator") if vqvae else VQVAE_OPTIONS
+    misplaced = [name for name in not_applicable if name in given]
+    if misplaced:
+        option = "--" + misplaced[0].replace("_", "-")
+        raise UsageError(f"{option} does not apply to --model {settings['model']}" + ("" if vqvae else "; it is a vqvae option"))
+    specific = VQVAE_OPTIONS if vqvae else GAUSSIAN_LATENT_OPTIONS
     model_options = dict(
         model=settings["model"],
-        prior=settings["prior"],
-        latent_dim=settings["latent_dim"],
         hidden=[int(w) for w in str(settings["hidden"]).split(",")],
-        guide=settings["guide"],
-        components=settings["components"],
-        flow=settings["flow"],
-        flow_depth=settings["flow_depth"],
         gaussian_scale=settings["gaussian_scale"],
         learn_scale=settings["learn_scale"],
+        **{name: settings[name] for name in specific},
     )
     if settings["likelihood"] is not None:
         model_options["likelihood"] = settings["likelihood"]
@@ -237,9 +283,16 @@ def _train(args):
         out, settings["dataset"], settings["data_dir"], model_options, train_config,
         settings["iwae_samples"], args.resume, progress=not args.quiet, auto_binarize=args.binarize is None and not args.resume,
     )
-    summary = {k: metrics[k] for k in ("test_elbo", "test_nll", "iwae_samples", "kl", "active_units")}
-    print(json.dumps(summary))
+    print(json.dumps(_summary(metrics)))
     print(f"run folder: {os.path.abspath(out)}")
+
+
+def _summary(metrics):
+    if "codebook_perplexity" in metrics:
+        keys = ("test_nll", "bits_per_dim", "prior", "recon_mse", "recon_accuracy", "codebook_perplexity", "codes_used")
+    else:
+        keys = ("test_elbo", "test_nll", "iwae_samples", "kl", "active_units")
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def _saved_settings(directory):
@@ -264,10 +317,23 @@ def _evaluate(args):
     print(json.dumps(Run(args.run, args.device).evaluate(args.iwae_samples, args.seed)))
 
 
+def _train_prior(args):
+    run = Run(args.run, args.device)
+    metrics = run.train_code_prior(
+        args.epochs, args.seed, args.batch_size, args.lr, progress=not args.quiet,
+        d_model=args.d_model, num_heads=args.heads, num_layers=args.layers, dropout=args.dropout,
+    )
+    print(json.dumps(_summary(metrics)))
+    print(f"prior: {os.path.abspath(os.path.join(args.run, 'prior.pt'))}")
+
+
 def _sample(args):
     run = Run(args.run, args.device)
     if args.codes is not None and run.model.generative:
         raise UsageError("--codes applies to autoencoder runs; a VAE samples its codes from its prior")
+    if isinstance(run.model, VQVAE) and run.model.code_prior is None:
+        print(f"pyprobvae: no prior trained yet (pyprobvae train-prior {args.run}): sampling codes from the uniform prior, "
+              "which ignores --temperature and --top-k", file=sys.stderr)
     fitted_to = run.dataset("train").x if args.codes == "fitted" else None
     n, nrow = args.n, None
     if run.model.conditional and args.label is None:
@@ -275,21 +341,25 @@ def _sample(args):
         n = nrow * run.model.num_classes
     y = run.labels(args.label, n)
     torch.manual_seed(args.seed)
-    print(write_images(run.sample(n, fitted_to, args.temperature, y), args.out, nrow))
+    print(write_examples(run.sample(n, fitted_to, args.temperature, y, args.top_k), args.out, nrow, run.vocabulary))
 
 
 def _reconstruct(args):
     run = Run(args.run, args.device)
     x, y = run.model_data("test")[: args.n], run.model_labels("test")
     recon = run.model.reconstruct(x, None if y is None else y[: args.n])
-    if args.out.lower().endswith(".png"):
+    if args.out.lower().endswith(".png") and run.vocabulary is None:
         print(plots.save_reconstructions(x, recon, args.out))
+    elif args.out.lower().endswith(".txt"):
+        print(write_examples(torch.stack([x, recon], 1).flatten(0, 1), args.out, vocabulary=run.vocabulary))
     else:
-        print(write_images(recon, args.out))
+        print(write_examples(recon, args.out, vocabulary=run.vocabulary))
 
 
 def _interpolate(args):
     run = Run(args.run, args.device)
+    if isinstance(run.model, VQVAE):
+        raise UsageError("a VQ-VAE's codes are discrete: there is no path between them to interpolate")
     if args.classes is not None:
         strips, title = _class_interpolation(run, args), "label interpolation {} -> {}".format(*args.classes)
     else:
@@ -303,7 +373,7 @@ def _interpolate(args):
     if args.out.lower().endswith(".png"):
         print(plots.save_interpolation(strips, args.out, title=title))
     else:
-        print(write_images(strips, args.out))
+        print(write_examples(strips, args.out))
 
 
 def _class_interpolation(run, args):
@@ -320,14 +390,15 @@ def _traverse(args):
     if args.out.lower().endswith(".png"):
         print(plots.save_interpolation(strips, args.out, title="latent traversals, most informative dimension first"))
     else:
-        print(write_images(strips, args.out))
+        print(write_examples(strips, args.out))
 
 
 def _encode(args):
     run = Run(args.run, args.device)
     if not args.out.lower().endswith(".npy"):
         raise UsageError(f"encode writes an array: --out must end in .npy, got {args.out!r}")
-    z = run.model.encode(run.model_data(args.split), run.model_labels(args.split))
+    x = run.model_data(args.split)
+    z = run.model.codes(x) if isinstance(run.model, VQVAE) else run.model.encode(x, run.model_labels(args.split))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     np.save(args.out, z.cpu().numpy())
     print(args.out)
@@ -335,6 +406,7 @@ def _encode(args):
 
 COMMANDS = {
     "train": _train,
+    "train-prior": _train_prior,
     "evaluate": _evaluate,
     "sample": _sample,
     "reconstruct": _reconstruct,

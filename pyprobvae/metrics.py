@@ -12,6 +12,8 @@ from torch.distributions import Independent, kl_divergence
 from .data import iterate_minibatches
 from .infer.elbo import log_importance_weights
 from .infer.training import dataset_elbo
+from .models import VQVAE
+from .quantizer import code_counts, codes_used, perplexity
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -119,7 +121,8 @@ def evaluate(
     A model that is not generative (the
     :class:`~pyprobvae.models.Autoencoder`, whose p(z) is flat) bounds no
     likelihood: its ``test_elbo``, ``test_nll`` and ``kl`` are None and
-    ``recon_nll`` is -log p(x | f(x)). A conditional model is evaluated
+    ``recon_nll`` is -log p(x | f(x)). A VQ-VAE gets the numbers of
+    :func:`evaluate_vqvae`. A conditional model is evaluated
     given the labels: its bounds are on log p(x|y).
 
     :param model: a trained :class:`~pyprobvae.models.VAE` or
@@ -130,6 +133,8 @@ def evaluate(
     :param bool analytic_kl: closed-form KL where available.
     :param y: labels of ``x``, required by a conditional model.
     """
+    if isinstance(model, VQVAE):
+        return evaluate_vqvae(model, x)
     model.eval()
     model.likelihood.check_data(x, "evaluation data")
     terms = dataset_elbo(model, x, y, analytic_kl=analytic_kl)
@@ -147,3 +152,59 @@ def evaluate(
         "latent_dim": int(active.numel()),
         "num_examples": len(x),
     }
+
+
+@torch.no_grad()
+def evaluate_vqvae(model, x: torch.Tensor, batch_size: int = 500) -> dict:
+    """
+    Every held-out number of a :class:`~pyprobvae.models.VQVAE`:
+
+    * ``test_nll``: the bound ``-log p(x) <= -log p(x | z_q(x)) - log p(k(x))``
+      in nats per example, under the current prior over codes (``prior``:
+      ``"uniform"``, where ``-log p(k) = P log K``, or ``"transformer"`` once
+      stage 2 has trained one), and the same in ``bits_per_dim``,
+      ``test_nll / (dims * log 2)``;
+    * ``recon_nll``: ``-log p(x | z_q(x))``; ``code_nll``: ``-log p(k(x))``;
+    * ``recon_mse`` per dimension for pixel data, or ``recon_accuracy``, the
+      share of tokens reconstructed exactly, for token data;
+    * ``codebook_perplexity``: ``exp(H)`` of the code usage histogram over
+      the whole evaluation set (not averaged per batch), between 1 and K;
+      ``codes_used``: how many of the K codes are used at all.
+
+    :param model: a trained VQ-VAE.
+    :param torch.Tensor x: held-out data as the model sees it.
+    :param int batch_size: examples per pass.
+    """
+    model.eval()
+    model.likelihood.check_data(x, "evaluation data")
+    terms = dataset_elbo(model, x, batch_size=batch_size)
+    counts = torch.zeros(model.codebook_size, dtype=torch.long, device=x.device)
+    squared_error = exact = 0.0
+    tokens = not torch.is_floating_point(x)
+    for idx in iterate_minibatches(len(x), batch_size, False, device=x.device):
+        codes = model.codes(x[idx])
+        counts += code_counts(codes, model.codebook_size)
+        decoded = model.decode_codes(codes)
+        if tokens:
+            exact += float((decoded == x[idx]).sum())
+        else:
+            squared_error += float((decoded - x[idx]).pow(2).sum())
+    nll = float(-terms.elbo.mean())
+    dims = x[0].numel()
+    result = {
+        "test_nll": nll,
+        "bits_per_dim": nll / (dims * math.log(2)),
+        "prior": "uniform" if model.code_prior is None else "transformer",
+        "recon_nll": float(-terms.log_likelihood.mean()),
+        "code_nll": float(terms.kl.mean()),
+        "codebook_perplexity": perplexity(counts),
+        "codes_used": codes_used(counts),
+        "codebook_size": model.codebook_size,
+        "num_positions": model.num_positions,
+        "num_examples": len(x),
+    }
+    if tokens:
+        result["recon_accuracy"] = exact / x.numel()
+    else:
+        result["recon_mse"] = squared_error / x.numel()
+    return result

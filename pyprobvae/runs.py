@@ -11,9 +11,13 @@ A run folder holds
   ``latent.png`` and ``curves.png`` (and ``class_interpolation.png`` for a
   conditional VAE);
 * ``classifier.pt``: for labelled data, the classifier that scores samples
-  (:mod:`pyprobvae.scores`).
+  (:mod:`pyprobvae.scores`);
+* ``prior.pt``: for a VQ-VAE, the transformer prior over its codes once
+  ``train-prior`` has fitted it (stage 2), with its history. Text runs get
+  ``samples.txt`` and ``reconstructions.txt`` instead of pictures.
 """
 
+import io
 import json
 import os
 import tempfile
@@ -25,16 +29,20 @@ import pyro
 import torch
 
 from . import plots
-from .data import Dataset, load_dataset
+from .code_prior import TransformerPrior, train_prior
+from .data import Dataset, iterate_minibatches, load_dataset
 from .infer import TrainConfig, fit, load_checkpoint
-from .infer.checkpoint import CheckpointError
+from .infer.checkpoint import CheckpointError, save_checkpoint
 from .infer.training import evaluation_data, model_labels, resolve_device
 from .metrics import evaluate, kl_per_dimension
-from .models import build_vae
+from .models import VQVAE, build_model
 from .scores import load_or_train_classifier, sample_scores
+from .text import decode_text
 
 CHECKPOINT = "checkpoint.pt"
 CLASSIFIER = "classifier.pt"
+PRIOR = "prior.pt"
+PRIOR_KIND = "code-prior"
 SCORED_SAMPLES = 1000
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -49,6 +57,8 @@ def default_likelihood(dataset: Dataset) -> dict:
 
     :return: ``{"likelihood": ..., "binarize": ...}``.
     """
+    if dataset.vocabulary is not None:
+        return {"likelihood": "tokens", "binarize": None}
     if dataset.name == "digits":
         return {"likelihood": "categorical", "binarize": None}
     if dataset.num_levels is None:
@@ -58,36 +68,48 @@ def default_likelihood(dataset: Dataset) -> dict:
 
 def write_json(data, path: str) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
+    _write_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _write_atomically(path: str, content: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".json-", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".write-", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
     os.replace(tmp, path)
 
 
-def write_images(images: torch.Tensor, path: str, nrow: Optional[int] = None) -> str:
+def write_examples(examples: torch.Tensor, path: str, nrow: Optional[int] = None, vocabulary: Optional[str] = None) -> str:
     """
-    Write a batch of images in data space: a PNG grid (``.png``) or the array
-    itself (``.npy``, shape ``(N, *data_shape)``, values in ``[0, 1]``).
+    Write a batch of examples in data space: images as a PNG grid
+    (``.png``), token sequences as text (``.txt``, each sequence under a
+    ``--- sample i ---`` line), or the array itself (``.npy``, shape
+    ``(N, *data_shape)``; pixel values in ``[0, 1]``, token ids).
 
-    :param torch.Tensor images: shape ``(N, *data_shape)``.
-    :param str path: destination ending in ``.png`` or ``.npy``.
+    :param torch.Tensor examples: shape ``(N, *data_shape)``.
+    :param str path: destination ending in ``.png``, ``.txt`` or ``.npy``.
     :param nrow: images per row of a PNG grid.
+    :param vocabulary: the characters of token data, needed for ``.txt``.
     """
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".png":
-        return plots.save_image_grid(images, path, nrow=nrow)
-    if suffix == ".npy":
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".array-", suffix=".npy")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, images.detach().cpu().numpy())
-        os.replace(tmp, path)
+        if vocabulary is not None:
+            raise ValueError(f"cannot write text as {path!r}: token data goes to .txt or .npy")
+        return plots.save_image_grid(examples, path, nrow=nrow)
+    if suffix == ".txt":
+        if vocabulary is None:
+            raise ValueError(f"cannot write {path!r}: .txt is for token data (text runs); images go to .png or .npy")
+        texts = decode_text(examples, vocabulary)
+        _write_atomically(path, "".join(f"--- sample {i} ---\n{text}\n" for i, text in enumerate(texts)).encode())
         return path
-    raise ValueError(f"cannot write {path!r}: the output must end in .png or .npy")
+    if suffix == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, examples.detach().cpu().numpy())
+        _write_atomically(path, buffer.getvalue())
+        return path
+    raise ValueError(f"cannot write {path!r}: the output must end in .png, .txt (text runs) or .npy")
 
 
 def read_config(directory: str) -> dict:
@@ -123,11 +145,28 @@ class Run:
         self.device = resolve_device(device)
         state = load_checkpoint(checkpoint, map_location=self.device)
         self.config = read_config(directory)
-        self.model = build_vae(**state["spec"]).to(self.device)
+        self.model = build_model(**state["spec"]).to(self.device)
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.history = state["history"]
+        self.prior_history = None
         self._datasets = {}
+        if isinstance(self.model, VQVAE) and os.path.isfile(os.path.join(directory, PRIOR)):
+            self._load_code_prior(os.path.join(directory, PRIOR))
+
+    def _load_code_prior(self, path):
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("kind") != PRIOR_KIND:
+            raise CheckpointError(f"{path} is not a prior over codes")
+        prior = TransformerPrior(**state["spec"])
+        if (prior.num_codes, prior.seq_len) != (self.model.codebook_size, self.model.num_positions):
+            raise CheckpointError(
+                f"{path} models {prior.seq_len} codes out of {prior.num_codes}, but the run's VQ-VAE has "
+                f"{self.model.num_positions} out of {self.model.codebook_size}"
+            )
+        prior.load_state_dict(state["state_dict"])
+        self.model.code_prior = prior.to(self.device).eval()
+        self.prior_history = state["history"]
 
     def dataset(self, split: str = "test") -> Dataset:
         """The run's data set, split ``split``, on the run's device (loaded once)."""
@@ -193,13 +232,24 @@ class Run:
         return metrics
 
     def sample(
-        self, num_samples: int, fitted_to: Optional[torch.Tensor] = None, temperature: float = 1.0, y: Optional[torch.Tensor] = None
+        self,
+        num_samples: int,
+        fitted_to: Optional[torch.Tensor] = None,
+        temperature: float = 1.0,
+        y: Optional[torch.Tensor] = None,
+        top_k: Optional[int] = None,
     ) -> torch.Tensor:
         """
         Decoded random codes at a temperature: from the prior (given the
         labels ``y`` for a conditional model), or for an autoencoder from
-        N(0, I) or a Gaussian fitted to the codes of ``fitted_to``.
+        N(0, I) or a Gaussian fitted to the codes of ``fitted_to``. A
+        VQ-VAE's learned prior also samples from its ``top_k`` most likely
+        codes only, if given.
         """
+        if isinstance(self.model, VQVAE):
+            return self.model.sample(num_samples, temperature, top_k)
+        if top_k is not None:
+            raise ValueError("top-k sampling applies to the discrete codes of VQ-VAE runs")
         if fitted_to is not None:
             return self.model.sample(num_samples, temperature, fitted_to=fitted_to)
         if y is not None:
@@ -216,6 +266,8 @@ class Run:
 
         :return: images of shape ``(num_dims, steps, *data_shape)``.
         """
+        if isinstance(self.model, VQVAE):
+            raise ValueError("a VQ-VAE's codes are discrete: there are no latent dimensions to traverse")
         x, y = self.model_data("test"), self.model_labels("test")
         if not 0 <= index < len(x):
             raise ValueError(f"test example {index} does not exist; the test set has {len(x)}")
@@ -235,6 +287,9 @@ class Run:
         model, test = self.model, self.dataset("test")
         x, y = self.model_data("test"), self.model_labels("test")
         path = lambda name: os.path.join(self.directory, name)  # noqa: E731
+        if isinstance(model, VQVAE):
+            self._write_vqvae_examples(x, path)
+            return
         plots.save_latent_scatter(model.encode(x, y), test.y, path("latent.png"), title="posterior means of the test set")
         plots.save_training_curves(self.history, path("curves.png"))
         if len(model.data_shape) != 3:
@@ -262,6 +317,75 @@ class Run:
         plots.save_interpolation(classes, path("class_interpolation.png"), title="label moved from class c to c + 1, style held")
 
 
+    def _write_vqvae_examples(self, x, path):
+        plots.save_training_curves(self.history, path("curves.png"))
+        torch.manual_seed(0)
+        prior = "the uniform prior" if self.model.code_prior is None else "the transformer prior"
+        vocabulary = self.dataset("test").vocabulary
+        if vocabulary is not None:
+            write_examples(self.model.sample(16), path("samples.txt"), vocabulary=vocabulary)
+            pairs = torch.stack([x[:8], self.model.reconstruct(x[:8])], 1).flatten(0, 1)
+            write_examples(pairs, path("reconstructions.txt"), vocabulary=vocabulary)
+            return
+        if len(self.model.data_shape) != 3:
+            return
+        plots.save_reconstructions(x[:32], self.model.reconstruct(x[:32]), path("reconstructions.png"), title="test inputs and reconstructions")
+        plots.save_image_grid(self.model.sample(64), path("samples.png"), nrow=8, title=f"decoded codes drawn from {prior}")
+
+    @property
+    def vocabulary(self) -> Optional[str]:
+        """The characters of a text run's tokens, None for other data."""
+        return self.dataset("test").vocabulary
+
+    def train_code_prior(
+        self, epochs: int = 50, seed: int = 0, batch_size: int = 128, lr: float = 1e-3, progress: bool = True, **architecture
+    ) -> dict:
+        """
+        Stage 2 of a VQ-VAE: fit a :class:`~pyprobvae.code_prior.TransformerPrior`
+        to the codes of the training split (raster order), store it as
+        ``prior.pt`` in the run folder (atomically), then evaluate again and
+        redraw the samples with it.
+
+        :param int epochs: passes over the training codes.
+        :param int seed: seeds the prior's initialization and training.
+        :param int batch_size: code sequences per step.
+        :param float lr: Adam's learning rate.
+        :param bool progress: show progress.
+        :param architecture: ``d_model``, ``num_heads``, ``num_layers``,
+            ``dropout`` of the transformer.
+        :return: the new metrics (also written to ``metrics.json``), with
+            ``prior_history``.
+        """
+        if not isinstance(self.model, VQVAE):
+            raise ValueError(f"train-prior fits a prior over discrete codes: it needs a VQ-VAE run, not {self.config['model']}")
+        train_codes, test_codes = (self._codes(self.model_data(split)) for split in ("train", "test"))
+        pyro.set_rng_seed(seed)
+        prior = TransformerPrior(self.model.codebook_size, self.model.num_positions, **architecture).to(self.device)
+        history = train_prior(prior, train_codes, test_codes, epochs, batch_size, lr, seed, progress)
+        save_checkpoint(
+            {"kind": PRIOR_KIND, "spec": prior.spec, "state_dict": prior.state_dict(), "history": history},
+            os.path.join(self.directory, PRIOR),
+        )
+        self.model.code_prior, self.prior_history = prior.eval(), history
+        metrics = self.evaluate(self.config["iwae_samples"])
+        metrics.update(history=self.history, prior_history=history)
+        write_json(metrics, os.path.join(self.directory, METRICS))
+        self.write_pictures()
+        return metrics
+
+    def _codes(self, x, batch_size=1000):
+        return torch.cat([self.model.codes(x[idx]) for idx in iterate_minibatches(len(x), batch_size, False, device=x.device)])
+
+
+def _absolute_dataset_path(dataset: str) -> str:
+    """A data set name with its file path made absolute, so the run folder can be used from anywhere."""
+    if dataset.startswith("text:"):
+        return "text:" + os.path.abspath(dataset[len("text:"):])
+    if dataset.endswith(".npz"):
+        return os.path.abspath(dataset)
+    return dataset
+
+
 def train_run(
     directory: str,
     dataset: str = "digits",
@@ -278,11 +402,12 @@ def train_run(
     split, and write the metrics and pictures.
 
     :param str directory: the run folder (created if needed).
-    :param str dataset: ``"digits"``, ``"mnist"``, ``"fashion-mnist"`` or an
-        ``.npz`` path.
+    :param str dataset: ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, an
+        ``.npz`` path, ``"text"`` or ``"text:PATH"``.
     :param data_dir: directory of the MNIST-format files.
     :param dict model_options: keyword arguments of
-        :func:`~pyprobvae.models.build_vae` other than ``data_shape`` and
+        :func:`~pyprobvae.models.build_vae` (or, with ``model="vqvae"``,
+        :func:`~pyprobvae.models.build_vqvae`) other than ``data_shape`` and
         ``num_levels``; the likelihood defaults to :func:`default_likelihood`.
     :param TrainConfig train_config: training settings; its ``binarize``
         defaults to the likelihood's need.
@@ -294,6 +419,7 @@ def train_run(
         :func:`default_likelihood` says (dynamically) instead of failing.
     :return: the metrics written to ``metrics.json``.
     """
+    dataset = _absolute_dataset_path(dataset)
     train = load_dataset(dataset, "train", data_dir)
     test = load_dataset(dataset, "test", data_dir)
     options = dict(model_options or {})
@@ -307,7 +433,7 @@ def train_run(
     if auto_binarize and train_config.binarize is None and options["likelihood"] == "bernoulli" and train.num_levels != 2:
         train_config = replace(train_config, binarize=defaults["binarize"] or "dynamic")
     pyro.set_rng_seed(train_config.seed)
-    model = build_vae(train.data_shape, num_levels=train.num_levels, **options)
+    model = build_model(data_shape=train.data_shape, num_levels=train.num_levels, **options)
     config = {
         "dataset": dataset,
         "data_dir": None if data_dir is None else os.path.abspath(data_dir),
@@ -318,6 +444,9 @@ def train_run(
     }
     if not resume:
         write_json(config, os.path.join(directory, CONFIG))
+        stale_prior = os.path.join(directory, PRIOR)
+        if os.path.exists(stale_prior):  # it modelled the codes of the model this run replaces
+            os.remove(stale_prior)
     history = fit(model, train, test, train_config, os.path.join(directory, CHECKPOINT), resume, progress)
     write_json(config, os.path.join(directory, CONFIG))
     run = Run(directory, train_config.device)

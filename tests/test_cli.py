@@ -122,7 +122,7 @@ def test_run_folder_errors(tmp_path, capsys, run_dir):
     assert main(["sample", str(tmp_path / "missing"), "--out", "x.png"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["sample", run_dir, "--out", str(tmp_path / "x.jpg")]) == 2
-    assert ".png or .npy" in capsys.readouterr().err
+    assert "must end in .png, .txt (text runs) or .npy" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_is_an_error(tmp_path, capsys, run_dir):

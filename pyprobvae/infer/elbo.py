@@ -27,17 +27,25 @@ from torch.distributions import kl_divergence
 
 class ELBOTerms(NamedTuple):
     """
-    The two parts of the ELBO of each example in a batch, in nats, each of
-    shape ``(batch,)``: ``ELBO = log_likelihood - kl``.
+    The terms of the ELBO of each example in a batch, in nats, each of
+    shape ``(batch,)``: ``ELBO = log_likelihood - kl``, and the training
+    objective to maximize is ``ELBO - penalty``.
 
     :ivar log_likelihood: the sum over observed sites of log p(x|z) at the
-        sampled z (including ``pyro.factor`` terms).
+        sampled z (including the model's ``pyro.factor`` terms).
     :ivar kl: the sum over latent sites of KL(q || p), in closed form or as
         the single-sample estimate log q(z) - log p(z).
+    :ivar penalty: the sum of the guide's ``pyro.factor`` terms (zero for
+        most guides). Pyro's ``Trace_ELBO`` subtracts a guide factor from
+        the ELBO as part of log q; pyprobvae keeps it apart, as a training
+        penalty outside the bound on log p(x), which is how the VQ-VAE's
+        codebook and commitment terms enter
+        (:class:`~pyprobvae.models.VQVAE`).
     """
 
     log_likelihood: torch.Tensor
     kl: torch.Tensor
+    penalty: torch.Tensor
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -73,8 +81,8 @@ class _PerExample:
         return total + value
 
 
-def _observed_sites(model_trace):
-    for site in model_trace.nodes.values():
+def _observed_sites(trace):
+    for site in trace.nodes.values():
         if site["type"] == "sample" and site["is_observed"]:
             yield site
 
@@ -120,12 +128,14 @@ def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOT
     """
     model_trace, guide_trace = _traces(model, guide, args, kwargs)
     terms = _PerExample()
-    log_likelihood = kl = 0.0
+    log_likelihood = kl = penalty = 0.0
     for site in _observed_sites(model_trace):
         log_likelihood = terms.add(log_likelihood, site, site["fn"].log_prob(site["value"]))
     for site, guide_site in _latent_sites(model_trace, guide_trace):
         kl = terms.add(kl, site, _kl(site, guide_site, analytic_kl))
-    return ELBOTerms(*torch.broadcast_tensors(torch.as_tensor(log_likelihood), torch.as_tensor(kl)))
+    for site in _observed_sites(guide_trace):
+        penalty = terms.add(penalty, site, site["fn"].log_prob(site["value"]))
+    return ELBOTerms(*torch.broadcast_tensors(*(torch.as_tensor(t) for t in (log_likelihood, kl, penalty))))
 
 
 def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
@@ -174,14 +184,15 @@ def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
     log_weights = mixture.component_log_weights.movedim(-1, 0)
     bound = (log_weights + log_likelihood + log_ratio).logsumexp(0)
     stratified_log_likelihood = (log_weights.exp() * log_likelihood).sum(0)
-    return ELBOTerms(stratified_log_likelihood, stratified_log_likelihood - bound)
+    return ELBOTerms(stratified_log_likelihood, stratified_log_likelihood - bound, torch.zeros_like(bound))
 
 
 def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:
     """
     One importance weight per example,
     ``log w = log p(x, z) - log q(z|x)`` with ``z ~ q(z|x)``, so that
-    ``E_q[w] = p(x)``.
+    ``E_q[w] = p(x)``. The guide's ``pyro.factor`` penalties are not part of
+    q's density and do not enter (see :class:`ELBOTerms`).
 
     :return: tensor of shape ``(batch,)``.
     """

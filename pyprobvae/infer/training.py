@@ -222,7 +222,7 @@ def _kl_weight(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 def _describe_non_finite(terms: ELBOTerms) -> str:
     bad = [
         f"the {label} term is {'NaN' if torch.isnan(value).any() else 'infinite'}"
-        for label, value in (("log-likelihood", terms.log_likelihood), ("KL", terms.kl))
+        for label, value in (("log-likelihood", terms.log_likelihood), ("KL", terms.kl), ("penalty", terms.penalty))
         if not torch.isfinite(value).all()
     ]
     return " and ".join(bad) or "the loss is NaN"
@@ -234,14 +234,14 @@ def train_step(
     """
     One SVI step on the batch ``x`` (labelled ``y`` for a conditional model):
     estimate the ELBO terms, then descend on
-    ``-mean_n [log p(x_n|z_n) - kl_weight * KL_n]``.
+    ``-mean_n [log p(x_n|z_n) - kl_weight * KL_n - penalty_n]``.
 
     :raises NonFiniteLossError: naming the non-finite term, before any
         parameter changes.
     :return: the batch's :class:`~pyprobvae.infer.elbo.ELBOTerms`.
     """
     terms = loss_fn(x, y)
-    loss = -(terms.log_likelihood - kl_weight * terms.kl).mean()
+    loss = -(terms.log_likelihood - kl_weight * terms.kl - terms.penalty).mean()
     if not math.isfinite(loss.item()):
         raise NonFiniteLossError(_describe_non_finite(terms))
     optimizer.zero_grad(set_to_none=True)
@@ -301,7 +301,7 @@ def fit(
     Each step draws a batch by slicing the in-memory data, estimates the
     per-example ELBO terms, and descends on the loss
 
-        loss = -mean_n [ log p(x_n|z_n) - beta * KL_n ]   (nats per example),
+        loss = -mean_n [ log p(x_n|z_n) - beta * KL_n - penalty_n ]   (nats per example),
 
     which does not change with the batch size. After each epoch the held-out
     ELBO is computed, and the model, optimizer, random state and history are
@@ -319,7 +319,8 @@ def fit(
     :param bool resume: continue from ``checkpoint`` (to ``config.epochs``).
     :param bool progress: show a tqdm progress bar with the running ELBO.
     :return: the history, one dict per epoch with ``epoch``, ``train_elbo``,
-        ``train_kl``, ``test_elbo`` (nats per example) and ``seconds``.
+        ``train_kl``, ``test_elbo`` (nats per example) and ``seconds``, and
+        ``train_penalty`` for models whose guide adds penalties (the VQ-VAE).
     """
     config = config or TrainConfig()
     device = resolve_device(config.device)
@@ -345,7 +346,7 @@ def fit(
         model.train()
         started = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
-        elbo_sum = kl_sum = 0.0
+        elbo_sum = kl_sum = penalty_sum = 0.0
         batches = iterate_minibatches(len(train_x), config.batch_size, True, random.shuffle, device)
         for step, idx in enumerate(batches):
             x, y = train_x[idx], None if train_y is None else train_y[idx]
@@ -366,11 +367,14 @@ def fit(
                 ) from None
             elbo_sum += terms.elbo.detach().sum()
             kl_sum += terms.kl.detach().sum()
+            penalty_sum += terms.penalty.detach().sum()
             bar.update()
             if step % 10 == 0:
                 bar.set_postfix(elbo=f"{float(elbo_sum) / ((step + 1) * config.batch_size):.2f}", refresh=False)
         bar.close()
         record = {"epoch": epoch, "train_elbo": float(elbo_sum) / len(train_x), "train_kl": float(kl_sum) / len(train_x)}
+        if float(penalty_sum):
+            record["train_penalty"] = float(penalty_sum) / len(train_x)
         if test_x is not None:
             model.eval()
             record["test_elbo"] = float(dataset_elbo(model, test_x, test_y, analytic_kl=config.analytic_kl).elbo.mean())

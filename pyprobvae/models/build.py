@@ -9,14 +9,32 @@ from torch import nn
 
 from ..families import make_family
 from ..likelihoods import make_likelihood
+from ..convnets import ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEncoder2d
 from ..nets import MLP, Conditioned
 from ..priors import LabelConditionalNormal, StandardNormal
+from ..quantizer import VectorQuantizer
 from .ae import Autoencoder
 from .cvae import ConditionalVAE
 from .vae import VAE
+from .vqvae import VQVAE
 
-MODELS = ("vae", "ae", "cvae")
+MODELS = ("vae", "ae", "cvae", "vqvae")
 PRIORS = ("standard", "learned")
+NETWORKS = ("conv", "mlp")
+# Characters per code of the 1-D convolutional VQ-VAE (a power of two): with
+# 64 codes, 6 bits for 2 characters, enough to reconstruct most text.
+TOKENS_PER_CODE = 2
+
+
+def build_model(**spec) -> nn.Module:
+    """
+    Build any model of this package from its spec (the ``spec`` attribute a
+    built model carries, stored in checkpoints): :func:`build_vqvae` for
+    ``model="vqvae"``, :func:`build_vae` otherwise.
+    """
+    if spec.get("model") == "vqvae":
+        return build_vqvae(**spec)
+    return build_vae(**spec)
 
 
 def build_vae(
@@ -72,6 +90,10 @@ def build_vae(
     hidden = tuple(int(h) for h in hidden)
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    if model == "vqvae":
+        raise ValueError("the VQ-VAE is built by build_vqvae (or build_model)")
+    if likelihood == "tokens":
+        raise ValueError(f"token sequences (text) need the VQ-VAE's embedding network (model='vqvae'), not {model!r}")
     if model == "ae" and guide != "diagonal":
         raise ValueError(f"the autoencoder has a point guide: guide={guide!r} does not apply")
     if prior not in PRIORS:
@@ -114,3 +136,90 @@ def build_vae(
         return Autoencoder(nn.Sequential(features, nn.Linear(features.out_features, latent_dim)), decoder, StandardNormal(latent_dim), spec)
     encoder = nn.Sequential(features, make_family(guide, features.out_features, latent_dim, components, flow, flow_depth))
     return VAE(encoder, decoder, StandardNormal(latent_dim), spec)
+
+
+def build_vqvae(
+    data_shape: Sequence[int],
+    model: str = "vqvae",
+    network: str = "conv",
+    codebook_size: int = 64,
+    code_dim: int = 16,
+    beta: float = 0.25,
+    ema: bool = False,
+    decay: float = 0.99,
+    restart_after: int = 10,
+    hidden: Sequence[int] = (256,),
+    num_positions: int = 16,
+    likelihood: str = "bernoulli",
+    num_levels: Optional[int] = None,
+    gaussian_scale: float = 0.1,
+    learn_scale: bool = False,
+) -> VQVAE:
+    """
+    Build a :class:`~pyprobvae.models.VQVAE`.
+
+    With ``network="conv"`` images (``data_shape = (C, H, W)``) get the
+    convolutional encoder and decoder of :mod:`pyprobvae.convnets`, with a
+    grid of codes per image (4x4 for 8x8 digits, 7x7 for 28x28 MNIST), and
+    token sequences (``likelihood="tokens"``, ``data_shape = (L,)``) the 1-D
+    ones, with one code per :data:`TOKENS_PER_CODE` tokens. With ``network="mlp"`` an MLP
+    maps the flattened example to ``num_positions`` codes and back.
+
+    :param data_shape: shape of one example.
+    :param str model: ``"vqvae"``.
+    :param str network: ``"conv"`` or ``"mlp"``.
+    :param int codebook_size: number of codes K.
+    :param int code_dim: dimension D of the codes.
+    :param float beta: weight of the commitment term (0.25 in van den Oord
+        et al. 2017).
+    :param bool ema: learn the codebook by moving averages instead of the
+        codebook term.
+    :param float decay: the moving averages' decay.
+    :param int restart_after: restart codes unused for this many training
+        steps (0: never). On digits (K = 64, 30 epochs) 10 keeps 58 codes in
+        use with perplexity 30 and the lowest reconstruction error, against
+        60 codes, perplexity 34 and a 0.002 higher MSE for 100; early in
+        training 10 keeps far more codes alive.
+    :param hidden: hidden widths of the ``"mlp"`` network.
+    :param int num_positions: codes per example of the ``"mlp"`` network.
+    :param str likelihood: ``"bernoulli"``, ``"gaussian"``, ``"categorical"``
+        or ``"tokens"``.
+    :param num_levels: pixel levels of ``"categorical"``, vocabulary size of
+        ``"tokens"``.
+    :param float gaussian_scale: scale of the Gaussian likelihood.
+    :param bool learn_scale: learn the Gaussian likelihood's scale.
+    """
+    data_shape = tuple(int(d) for d in data_shape)
+    hidden = tuple(int(h) for h in hidden)
+    if model != "vqvae":
+        raise ValueError(f"build_vqvae builds model='vqvae', not {model!r}")
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
+    spec = dict(
+        data_shape=list(data_shape), model=model, network=network, codebook_size=int(codebook_size),
+        code_dim=int(code_dim), beta=float(beta), ema=bool(ema), decay=float(decay),
+        restart_after=int(restart_after), hidden=list(hidden), num_positions=int(num_positions),
+        likelihood=likelihood, num_levels=num_levels, gaussian_scale=float(gaussian_scale),
+        learn_scale=bool(learn_scale),
+    )
+    lik = make_likelihood(likelihood, data_shape, num_levels, gaussian_scale, learn_scale)
+    tokens = likelihood == "tokens"
+    if network == "mlp":
+        if tokens:
+            raise ValueError("the mlp network takes real-valued data; use network='conv' for token sequences")
+        encoder = nn.Sequential(MLP(data_shape, hidden, num_positions * code_dim), nn.Unflatten(-1, (num_positions, code_dim)))
+        decoder_net = MLP((num_positions, code_dim), hidden[::-1], lik.num_outputs)
+    elif tokens:
+        if len(data_shape) != 1:
+            raise ValueError(f"token sequences have data_shape (length,), got {data_shape}")
+        encoder = ConvEncoder1d(data_shape[0], num_levels, code_dim, downsamplings=TOKENS_PER_CODE.bit_length() - 1)
+        decoder_net = ConvDecoder1d(data_shape[0], code_dim, num_levels, upsamplings=TOKENS_PER_CODE.bit_length() - 1)
+        num_positions = encoder.num_positions
+    else:
+        if len(data_shape) != 3:
+            raise ValueError(f"the conv network takes images of shape (channels, height, width), got {data_shape}")
+        encoder = ConvEncoder2d(data_shape, code_dim)
+        decoder_net = ConvDecoder2d(data_shape, code_dim, lik.outputs_per_dim)
+        num_positions = encoder.num_positions
+    quantizer = VectorQuantizer(codebook_size, code_dim, ema=ema, decay=decay, restart_after=restart_after)
+    return VQVAE(encoder, quantizer, nn.Sequential(decoder_net, lik), num_positions, beta, spec)
