@@ -254,6 +254,7 @@ def train_prior(
     lr: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    validation_codes: Optional[torch.Tensor] = None,
 ) -> List[dict]:
     """
     Fit ``prior`` by maximum likelihood: minibatch descent with
@@ -269,6 +270,12 @@ def train_prior(
     numbers. After each epoch the held-out NLL is computed in eval mode.
     A NaN or infinite loss stops training before the parameters change.
 
+    With ``validation_codes`` (held out from the training codes, not the
+    test codes) training stops early in effect: the prior ends with the
+    parameters of the epoch with the lowest validation NLL. A transformer
+    over the codes of a small data set overfits within tens of epochs
+    (on digits, 1437 sequences, the held-out NLL rises after about 10).
+
     :param TransformerPrior prior: the prior to train, in place.
     :param torch.Tensor train_codes: integer codes ``(N, seq_len)``, N >= 1.
     :param test_codes: held-out codes ``(M, seq_len)``, or None.
@@ -278,14 +285,21 @@ def train_prior(
     :param float lr: learning rate (> 0).
     :param int seed: seed of the shuffling and dropout.
     :param bool progress: show a tqdm progress bar with the running NLL.
+    :param validation_codes: codes ``(V, seq_len)`` that choose the epoch
+        whose parameters the prior keeps, or None to keep the last.
+    :type validation_codes: torch.Tensor or None
     :raises NonFiniteLossError: on a NaN or infinite loss.
     :return: the history, one dict per epoch with ``epoch``, ``train_nll``
-        (running mean over the epoch, in train mode), ``test_nll`` (if
-        ``test_codes`` is given) in nats per sequence, and ``seconds``. The
+        (running mean over the epoch, in train mode), ``validation_nll`` and
+        ``test_nll`` (if given) in nats per sequence, and ``seconds``; with
+        validation codes, the kept epoch's record has ``"kept": True``. The
         prior is left in eval mode.
     """
     train_codes = prior._check_codes(train_codes, full_length=True)
     test_codes = None if test_codes is None else prior._check_codes(test_codes, full_length=True)
+    if validation_codes is not None:
+        validation_codes = prior._check_codes(validation_codes, full_length=True)
+    best_nll, best_state, best_record = math.inf, None, None
     _check_training(epochs, batch_size, lr, len(train_codes))
     device = train_codes.device
     random = _Random(seed, device)
@@ -306,13 +320,21 @@ def train_prior(
                 bar.set_postfix(nll=f"{nll_sum / seen:.3f}", refresh=False)
         bar.close()
         record = {"epoch": epoch, "train_nll": nll_sum / len(train_codes)}
+        prior.eval()
+        if validation_codes is not None:
+            record["validation_nll"] = _dataset_nll(prior, validation_codes)
+            if record["validation_nll"] < best_nll:
+                best_nll, best_record = record["validation_nll"], record
+                best_state = {name: value.detach().clone() for name, value in prior.state_dict().items()}
         if test_codes is not None:
-            prior.eval()
             record["test_nll"] = _dataset_nll(prior, test_codes)
         record["seconds"] = time.perf_counter() - started
         history.append(record)
         if progress:
             tqdm.write(_format_record(record, epochs))
+    if best_state is not None:
+        prior.load_state_dict(best_state)
+        best_record["kept"] = True
     prior.eval()
     return history
 
@@ -334,6 +356,8 @@ def _prior_step(prior, optimizer, codes, epoch, step) -> float:
 
 def _format_record(record, epochs):
     text = f"epoch {record['epoch']:>3}/{epochs}  train NLL {record['train_nll']:9.3f}"
+    if "validation_nll" in record:
+        text += f"  validation NLL {record['validation_nll']:9.3f}"
     if "test_nll" in record:
         text += f"  test NLL {record['test_nll']:9.3f}"
     return text + f"  nats/sequence  ({record['seconds']:.1f} s)"

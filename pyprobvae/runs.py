@@ -42,6 +42,8 @@ from .text import decode_text
 CHECKPOINT = "checkpoint.pt"
 CLASSIFIER = "classifier.pt"
 PRIOR = "prior.pt"
+# Share of the training codes held out to choose the prior's epoch.
+PRIOR_VALIDATION_SHARE = 0.1
 PRIOR_KIND = "code-prior"
 SCORED_SAMPLES = 1000
 CONFIG = "config.json"
@@ -342,9 +344,11 @@ class Run:
     ) -> dict:
         """
         Stage 2 of a VQ-VAE: fit a :class:`~pyprobvae.code_prior.TransformerPrior`
-        to the codes of the training split (raster order), store it as
-        ``prior.pt`` in the run folder (atomically), then evaluate again and
-        redraw the samples with it.
+        to the codes of the training split (raster order), keeping the
+        parameters of the epoch with the lowest NLL on a validation share of
+        the training codes (:data:`PRIOR_VALIDATION_SHARE`, fixed by
+        ``seed``), store it as ``prior.pt`` in the run folder (atomically),
+        then evaluate again and redraw the samples with it.
 
         :param int epochs: passes over the training codes.
         :param int seed: seeds the prior's initialization and training.
@@ -358,10 +362,15 @@ class Run:
         """
         if not isinstance(self.model, VQVAE):
             raise ValueError(f"train-prior fits a prior over discrete codes: it needs a VQ-VAE run, not {self.config['model']}")
-        train_codes, test_codes = (self._codes(self.model_data(split)) for split in ("train", "test"))
+        codes, test_codes = (self._codes(self.model_data(split)) for split in ("train", "test"))
+        order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed)).to(codes.device)
+        held_out = max(1, int(PRIOR_VALIDATION_SHARE * len(codes)))
+        if held_out >= len(codes):
+            raise ValueError(f"the training split has {len(codes)} examples: too few to hold some out for the prior")
+        train_codes, validation_codes = codes[order[held_out:]], codes[order[:held_out]]
         pyro.set_rng_seed(seed)
         prior = TransformerPrior(self.model.codebook_size, self.model.num_positions, **architecture).to(self.device)
-        history = train_prior(prior, train_codes, test_codes, epochs, batch_size, lr, seed, progress)
+        history = train_prior(prior, train_codes, test_codes, epochs, batch_size, lr, seed, progress, validation_codes)
         save_checkpoint(
             {"kind": PRIOR_KIND, "spec": prior.spec, "state_dict": prior.state_dict(), "history": history},
             os.path.join(self.directory, PRIOR),

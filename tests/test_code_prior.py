@@ -355,3 +355,18 @@ def test_held_out_nll_is_the_mean_negative_log_prob_over_batches(monkeypatch):
     with torch.no_grad():
         expected = float(-prior.log_prob(codes).mean())
     assert code_prior._dataset_nll(prior, codes) == pytest.approx(expected, rel=1e-6)
+
+
+def test_validation_codes_keep_the_best_epoch():
+    """A large prior on few sequences overfits; the kept parameters are those of the lowest validation NLL."""
+    generator = torch.Generator().manual_seed(0)
+    train_codes, validation_codes = _draw_chain(40, 8, generator), _draw_chain(200, 8, generator)
+    prior = _prior(4, 8, d_model=32, num_layers=1)
+    history = train_prior(prior, train_codes, epochs=12, batch_size=8, lr=3e-3, progress=False,
+                          validation_codes=validation_codes)
+    kept = [record for record in history if record.get("kept")]
+    assert len(kept) == 1
+    assert kept[0]["validation_nll"] == min(record["validation_nll"] for record in history)
+    with torch.no_grad():
+        now = float(-prior.log_prob(validation_codes).mean())
+    assert now == pytest.approx(kept[0]["validation_nll"], rel=1e-5)

@@ -18,11 +18,17 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
         ("bayesian_regression.py", ["--steps", "20"]),
         ("ae_vae_cvae.py", ["--epochs", "1", "--samples", "50"]),
         ("cvae_digits.py", ["--epochs", "1"]),
+        ("vqvae_digits.py", ["--epochs", "1", "--prior-epochs", "1"]),
+        ("vqvae_text.py", ["--epochs", "1", "--prior-epochs", "1", "--dataset", "text:CORPUS"]),
     ],
 )
 def test_example_runs(script, args, tmp_path):
-    if script in ("vae_digits.py", "bimodal_posterior.py", "ae_vae_cvae.py", "cvae_digits.py"):
+    if script in ("vae_digits.py", "bimodal_posterior.py", "ae_vae_cvae.py", "cvae_digits.py", "vqvae_digits.py", "vqvae_text.py"):
         args = [*args, "--out", str(tmp_path)]
+    if "text:CORPUS" in args:  # a small file keeps the example fast
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text("Return the sum of the arguments; raise ValueError for an empty list.\n" * 40)
+        args = [a.replace("CORPUS", str(corpus)) for a in args]
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *args],
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr

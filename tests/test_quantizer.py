@@ -18,9 +18,9 @@ RTOL = 1e-12
 
 
 def quantizer(codebook_size=6, code_dim=3, **kwargs):
-    """A float64 quantizer; by default with no state changes in training mode but the EMA."""
+    """A float64 quantizer; by default with no state changes in training mode but the moving averages."""
     kwargs.setdefault("kmeans_init", False)
-    kwargs.setdefault("restart_after", 0)
+    kwargs.setdefault("min_usage", 0.0)
     return VectorQuantizer(codebook_size, code_dim, **kwargs).double()
 
 
@@ -249,38 +249,91 @@ def test_kmeans_init_with_fewer_rows_than_codes_uses_every_row():
 
 
 # ---------------------------------------------------------------------------
-# dead-code restarts
+# usage and rare-code restarts
 
 
-@pytest.mark.parametrize("ema", [False, True])
-def test_dead_code_is_restarted_onto_an_encoder_output(ema):
+def share_batch(codes, counts, step):
+    """One batch (1, N, D) with counts[k] encoder outputs near code k (noise 0.1), and its N."""
+    rows = torch.cat([codes[k].repeat(n, 1) for k, n in enumerate(counts)])
+    rows = rows + 0.1 * data(*rows.shape, seed=step)
+    return rows[torch.randperm(rows.size(0), generator=torch.Generator().manual_seed(step))].unsqueeze(0)
+
+
+def check_restart(ema, counts, min_usage, usage_decay, restart_step):
+    """
+    Code 3 is chosen by counts[3] of the N positions of every batch, so its usage follows
+    u <- usage_decay u + (1 - usage_decay) K counts[3] / N from u = 1; it must be restarted at
+    ``restart_step`` exactly, onto an encoder output of that batch, with its statistics reset.
+    """
     torch.manual_seed(0)
-    codes = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [100.0, 100.0]], dtype=torch.float64)
-    q = quantizer(codebook_size=4, code_dim=2, ema=ema, restart_after=3)
+    codes = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [5.0, 5.0]], dtype=torch.float64)
+    q = quantizer(codebook_size=4, code_dim=2, ema=ema, min_usage=min_usage, usage_decay=usage_decay)
     set_codebook(q, codes)
-    for step in range(1, 4):
-        # every batch uses codes 0, 1, 2 and never code 3
-        z_e = (codes[:3].repeat(2, 1) + 0.1 * data(6, 2, seed=step)).reshape(2, 3, 2).requires_grad_()
+    assert torch.equal(q.usage, torch.ones(4, dtype=torch.float64))
+    share = torch.tensor(counts, dtype=torch.float64) * 4 / sum(counts)
+    expected = torch.ones(4, dtype=torch.float64)
+    for step in range(1, restart_step + 1):
+        z_e = share_batch(codes, counts, step).requires_grad_()
+        before = q.codebook.detach().clone()
         out = q(z_e)
         (out.codebook_loss + out.commitment_loss).sum().backward()  # the restart does not break backward
-        if step < 3:
-            assert torch.equal(q.steps_unused, torch.tensor([0, 0, 0, step]))
-            assert q.codebook[3, 0] > 50
+        assert torch.equal(code_counts(out.indices, 4), torch.tensor(counts))
+        expected = usage_decay * expected + (1 - usage_decay) * share
+        if step < restart_step:
+            assert expected[3] >= min_usage
+            assert torch.allclose(q.usage, expected, rtol=RTOL)
+            assert torch.cdist(q.codebook.detach()[3:], codes[3:]).item() < 1  # still near (5, 5)
+    assert expected[3] < min_usage and (expected[:3] >= min_usage).all()
     restarted = q.codebook.detach()[3]
-    assert torch.cdist(restarted[None], z_e.detach().reshape(-1, 2)).min() == 0
-    assert torch.equal(q.steps_unused, torch.zeros(4, dtype=torch.long))
+    rows = z_e.detach().reshape(-1, 2)
+    errors = (rows - before[brute_force_nearest(rows, before)]).pow(2).sum(-1)
+    assert torch.equal(restarted, rows[errors.argmax()])
+    assert torch.allclose(q.usage, torch.cat([expected[:3], torch.ones(1, dtype=torch.float64)]), rtol=RTOL)
     if ema:
         assert q.cluster_size[3] == 1 and torch.equal(q.code_sum[3], restarted)
 
 
-def test_no_restart_when_disabled():
+@pytest.mark.parametrize("ema", [False, True])
+def test_unused_code_is_restarted_when_its_usage_falls_below_min_usage(ema):
+    # code 3 is never chosen: u = 0.5^t, below 0.2 first at t = 3
+    check_restart(ema, [2, 2, 2, 0], min_usage=0.2, usage_decay=0.5, restart_step=3)
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_rare_code_is_restarted_when_its_usage_falls_below_min_usage(ema):
+    # code 3 is chosen by 1 of 12 positions, a third of an even share: u = 2/3, 1/2, 5/12, 3/8: below 0.4 at t = 4
+    check_restart(ema, [4, 4, 3, 1], min_usage=0.4, usage_decay=0.5, restart_step=4)
+
+
+def test_several_restarts_take_the_outputs_in_decreasing_error_cyclically():
+    codes = torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 20.0], [30.0, 30.0], [40.0, 40.0]], dtype=torch.float64)
+    q = quantizer(codebook_size=5, code_dim=2, min_usage=0.5, usage_decay=0.5)
+    set_codebook(q, codes)
+    # errors 4, 1 and 9: codes 2, 3 and 4 (never chosen, usage 0.25 after two steps) take rows 2, 0 and 1
+    z_e = torch.tensor([[[2.0, 0.0], [10.0, 1.0], [0.0, 3.0]]], dtype=torch.float64)
+    q(z_e)
+    assert torch.equal(q.codebook.detach(), codes)
+    q(z_e)
+    assert torch.equal(q.codebook.detach()[2:], z_e[0, [2, 0, 1]])
+    assert torch.equal(q.usage[2:], torch.ones(3, dtype=torch.float64))
+    # with more restarted codes than rows, the rows are reused in the same order
+    q = quantizer(codebook_size=5, code_dim=2, min_usage=0.5, usage_decay=0.5)
+    set_codebook(q, codes)
+    z_e = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    q(z_e)
+    q(z_e)
+    assert torch.equal(q.codebook.detach(), torch.cat([codes[:1], z_e[0].repeat(4, 1)]))
+
+
+def test_no_restart_when_min_usage_is_zero():
     torch.manual_seed(0)
     codes = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [100.0, 100.0]], dtype=torch.float64)
-    q = quantizer(codebook_size=4, code_dim=2, restart_after=0)
+    q = quantizer(codebook_size=4, code_dim=2, min_usage=0.0, usage_decay=0.5)
     set_codebook(q, codes)
-    for step in range(10):
-        q(data(2, 3, 2, seed=step))
+    for step in range(60):
+        q(share_batch(codes, [2, 2, 2, 0], step))
     assert torch.equal(q.codebook.detach(), codes)
+    assert 0 < q.usage[3] < 1e-15  # the usage is still tracked
 
 
 # ---------------------------------------------------------------------------
@@ -294,7 +347,7 @@ def snapshot(q):
 @pytest.mark.parametrize("ema", [False, True])
 def test_eval_mode_changes_no_state(ema):
     torch.manual_seed(0)
-    q = quantizer(codebook_size=8, code_dim=3, ema=ema, kmeans_init=True, restart_after=1)
+    q = quantizer(codebook_size=8, code_dim=3, ema=ema, kmeans_init=True, min_usage=0.9, usage_decay=0.5)
     q(data(4, 5, 3))
     q.eval()
     before = snapshot(q)
@@ -307,23 +360,28 @@ def test_eval_mode_changes_no_state(ema):
 
 
 @pytest.mark.parametrize("ema", [False, True])
-def test_state_dict_round_trip_does_not_initialize_again(ema):
+def test_state_dict_round_trip_keeps_the_usage_and_does_not_initialize_again(ema):
     torch.manual_seed(0)
-    trained = quantizer(codebook_size=5, code_dim=2, ema=ema, kmeans_init=True)
-    trained(data(4, 6, 2))
-    loaded = quantizer(codebook_size=5, code_dim=2, ema=ema, kmeans_init=True)
+    kwargs = dict(codebook_size=5, code_dim=2, ema=ema, kmeans_init=True, min_usage=0.5, usage_decay=0.5)
+    trained = quantizer(**kwargs)
+    for step in range(3):
+        trained(data(4, 6, 2, seed=step))
+    loaded = quantizer(**kwargs)
     assert not loaded.initialized
     loaded.load_state_dict(trained.state_dict())
     assert loaded.initialized and loaded.initialized.dtype == torch.bool
     state = snapshot(trained)
+    assert not torch.equal(state["usage"], torch.ones(5, dtype=torch.float64))
     assert all(torch.equal(state[name], value) for name, value in loaded.state_dict().items())
-    z_e = data(4, 6, 2, seed=1) + 10.0
-    if ema:
-        assert torch.equal(loaded(z_e).indices, trained(z_e).indices)
-        assert torch.equal(loaded.codebook, trained.codebook)
-    else:
-        loaded(z_e)
-        assert torch.equal(loaded.codebook, state["codebook"])
+    # the same step from the same state and random numbers: no k-means again, the same restarts
+    z_e = data(4, 6, 2, seed=9) + 10.0
+    rng = torch.get_rng_state()
+    first = trained(z_e)
+    torch.set_rng_state(rng)
+    second = loaded(z_e)
+    assert torch.equal(first.indices, second.indices)
+    state = snapshot(trained)
+    assert all(torch.equal(state[name], value) for name, value in loaded.state_dict().items())
 
 
 # ---------------------------------------------------------------------------
@@ -359,7 +417,12 @@ def test_code_counts_is_the_histogram():
         ({"decay": 1.0}, "decay"),
         ({"decay": math.nan}, "decay"),
         ({"epsilon": 0.0}, "epsilon"),
-        ({"restart_after": -1}, "restart_after"),
+        ({"min_usage": -0.1}, "min_usage"),
+        ({"min_usage": 1.0}, "min_usage"),
+        ({"min_usage": math.nan}, "min_usage"),
+        ({"usage_decay": 0.0}, "usage_decay"),
+        ({"usage_decay": 1.0}, "usage_decay"),
+        ({"usage_decay": math.nan}, "usage_decay"),
         ({"chunk_size": 0}, "chunk_size"),
         ({"kmeans_iterations": -1}, "kmeans_iterations"),
     ],

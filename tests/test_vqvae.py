@@ -123,8 +123,7 @@ def test_training_keeps_codes_in_use_and_beats_the_uniform_bound_with_a_prior(di
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
     assert history[-1]["train_penalty"] > 0
     metrics = evaluate_vqvae(model, test.x)
-    # most codes stay in use (k-means initialization and dead-code restarts): 29 to 32 codes and a
-    # perplexity of 14 to 23 over seeds and both codebook updates
+    # most codes stay in use, thanks to k-means initialization and restarts of rare codes
     assert metrics["codes_used"] >= 26 and metrics["codebook_perplexity"] > 10
     assert metrics["prior"] == "uniform"
     assert metrics["code_nll"] == pytest.approx(16 * math.log(32), rel=1e-6)

@@ -147,7 +147,8 @@ def build_vqvae(
     beta: float = 0.25,
     ema: bool = False,
     decay: float = 0.99,
-    restart_after: int = 10,
+    min_usage: float = 0.5,
+    usage_decay: float = 0.9,
     hidden: Sequence[int] = (256,),
     num_positions: int = 16,
     likelihood: str = "bernoulli",
@@ -175,11 +176,10 @@ def build_vqvae(
     :param bool ema: learn the codebook by moving averages instead of the
         codebook term.
     :param float decay: the moving averages' decay.
-    :param int restart_after: restart codes unused for this many training
-        steps (0: never). On digits (K = 64, 30 epochs) 10 keeps 58 codes in
-        use with perplexity 30 and the lowest reconstruction error, against
-        60 codes, perplexity 34 and a 0.002 higher MSE for 100; early in
-        training 10 keeps far more codes alive.
+    :param float min_usage: restart a code whose moving-average usage falls
+        below this fraction of an even share (0: never); see
+        :class:`~pyprobvae.quantizer.VectorQuantizer`.
+    :param float usage_decay: the decay of that moving average.
     :param hidden: hidden widths of the ``"mlp"`` network.
     :param int num_positions: codes per example of the ``"mlp"`` network.
     :param str likelihood: ``"bernoulli"``, ``"gaussian"``, ``"categorical"``
@@ -198,7 +198,7 @@ def build_vqvae(
     spec = dict(
         data_shape=list(data_shape), model=model, network=network, codebook_size=int(codebook_size),
         code_dim=int(code_dim), beta=float(beta), ema=bool(ema), decay=float(decay),
-        restart_after=int(restart_after), hidden=list(hidden), num_positions=int(num_positions),
+        min_usage=float(min_usage), usage_decay=float(usage_decay), hidden=list(hidden), num_positions=int(num_positions),
         likelihood=likelihood, num_levels=num_levels, gaussian_scale=float(gaussian_scale),
         learn_scale=bool(learn_scale),
     )
@@ -221,5 +221,7 @@ def build_vqvae(
         encoder = ConvEncoder2d(data_shape, code_dim)
         decoder_net = ConvDecoder2d(data_shape, code_dim, lik.outputs_per_dim)
         num_positions = encoder.num_positions
-    quantizer = VectorQuantizer(codebook_size, code_dim, ema=ema, decay=decay, restart_after=restart_after)
+    quantizer = VectorQuantizer(
+        codebook_size, code_dim, ema=ema, decay=decay, min_usage=min_usage, usage_decay=usage_decay
+    )
     return VQVAE(encoder, quantizer, nn.Sequential(decoder_net, lik), num_positions, beta, spec)
