@@ -341,7 +341,11 @@ def _sample(args):
         n = nrow * run.model.num_classes
     y = run.labels(args.label, n)
     torch.manual_seed(args.seed)
-    print(write_examples(run.sample(n, fitted_to, args.temperature, y, args.top_k), args.out, nrow, run.vocabulary))
+    path = write_examples(run.sample(n, fitted_to, args.temperature, y, args.top_k), args.out, nrow, run.vocabulary)
+    if path.lower().endswith(".txt"):  # generated text is shown as well as saved
+        with open(path) as f:
+            print(f.read(), end="")
+    print(path)
 
 
 def _reconstruct(args):

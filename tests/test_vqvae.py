@@ -185,9 +185,11 @@ def test_text_train_prior_sample_through_the_cli(tmp_path, text_file, capsys):
     assert 0 <= summary["recon_accuracy"] <= 1 and "recon_mse" not in summary
     assert os.path.exists(os.path.join(out, "samples.txt"))
     assert main(["train-prior", out, "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--quiet"]) == 0
+    capsys.readouterr()
     assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.txt")]) == 0
     text = (tmp_path / "s.txt").read_text()
     assert text.count("--- sample") == 3
+    assert capsys.readouterr().out == text + str(tmp_path / "s.txt") + "\n"  # printed and saved
     assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
     ids = np.load(tmp_path / "s.npy")
     assert ids.shape == (3, 64) and ids.dtype == np.int64
