@@ -1,7 +1,7 @@
 """
 The autoencoder, the VAE and the conditional VAE side by side on digits: the
 same networks (64-256-8, 100 epochs, seed 0), the same classifier judging
-1000 decoded random codes of each (pyprobvae.scores).
+1000 decoded random codes of each (pyprobvae.evaluation.scores).
 
 * The autoencoder reconstructs but is not generative: codes z ~ N(0, I) decode
   to images far from the data (a Gaussian fitted to its codes after training
@@ -25,15 +25,15 @@ import torch
 import pyprobvae as ppv
 from pyprobvae import plots
 from pyprobvae.infer import dataset_elbo
-from pyprobvae.scores import sample_scores, train_classifier
+from pyprobvae.evaluation import sample_scores, train_classifier
 
 MODELS = ("ae", "vae", "cvae")
 
 
 def train(kind, train_set, test_set, epochs):
     pyro.set_rng_seed(0)
-    model = ppv.build_vae(train_set.data_shape, model=kind, latent_dim=8, hidden=[256], likelihood="categorical",
-                          num_levels=train_set.num_levels, num_classes=train_set.num_classes if kind == "cvae" else None)
+    # the config completed for the data: its shape, levels, classes and default likelihood (categorical for digits)
+    model = ppv.build_model(ppv.model_config(kind, latent_dim=8, hidden=[256]).for_data(train_set))
     ppv.fit(model, train_set, test_set, ppv.TrainConfig(epochs=epochs, seed=0), progress=False)
     return model
 

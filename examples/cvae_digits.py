@@ -16,7 +16,7 @@ import torch
 
 import pyprobvae as ppv
 from pyprobvae import plots
-from pyprobvae.scores import sample_scores, train_classifier
+from pyprobvae.evaluation import sample_scores, train_classifier
 
 
 def main(argv=None):

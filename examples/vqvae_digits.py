@@ -18,9 +18,8 @@ import torch
 
 import pyprobvae as ppv
 from pyprobvae import plots
-from pyprobvae.code_prior import TransformerPrior, train_prior
-from pyprobvae.metrics import evaluate_vqvae
-from pyprobvae.models import build_vqvae
+from pyprobvae.infer import PriorTrainConfig, train_prior
+from pyprobvae.priors import TransformerPriorConfig
 
 
 def main(argv=None):
@@ -32,18 +31,18 @@ def main(argv=None):
 
     train, test = ppv.load_dataset("digits", "train"), ppv.load_dataset("digits", "test")
     pyro.set_rng_seed(0)
-    vq = build_vqvae(train.data_shape, codebook_size=64, code_dim=16, likelihood="categorical", num_levels=17)
+    config = ppv.model_config("vqvae", codebook_size=64, code_dim=16).for_data(train)
+    vq = ppv.build_model(config)
     ppv.fit(vq, train, test, ppv.TrainConfig(epochs=args.epochs, seed=0), progress=False)
-    stage1 = evaluate_vqvae(vq, test.x)
+    stage1 = vq.evaluate(test.x)
 
     # stage 2: the codes of the training images, in raster order, are the prior's data; a tenth of them
     # is held out to keep the epoch before the transformer overfits
-    codes = vq.codes(train.x)[torch.randperm(len(train.x), generator=torch.Generator().manual_seed(0))]
-    prior = TransformerPrior(vq.codebook_size, vq.num_positions)
-    train_prior(prior, codes[144:], vq.codes(test.x), epochs=args.prior_epochs, progress=False,
+    codes = vq.encode(train.x)[torch.randperm(len(train.x), generator=torch.Generator().manual_seed(0))]
+    prior = vq.attach_code_prior(TransformerPriorConfig())  # now part of the model (and of its config)
+    train_prior(prior, codes[144:], vq.encode(test.x), PriorTrainConfig(epochs=args.prior_epochs), progress=False,
                 validation_codes=codes[:144])
-    vq.code_prior = prior
-    stage2 = evaluate_vqvae(vq, test.x)
+    stage2 = vq.evaluate(test.x)
 
     keys = ("test_nll", "bits_per_dim", "recon_mse", "codebook_perplexity", "codes_used")
     print(json.dumps({"uniform prior": {k: stage1[k] for k in keys}, "transformer prior": {k: stage2[k] for k in keys}}, indent=2))

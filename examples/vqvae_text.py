@@ -14,9 +14,10 @@ import json
 
 import torch
 
-from pyprobvae.infer import TrainConfig
-from pyprobvae.runs import Run, train_run
-from pyprobvae.text import decode_text
+from pyprobvae.data.text import decode_text
+from pyprobvae.infer import PriorTrainConfig
+from pyprobvae.models import VQVAEConfig
+from pyprobvae.runs import DataConfig, Run, verbs
 
 
 def main(argv=None):
@@ -27,10 +28,9 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/example-text")
     args = parser.parse_args(argv)
 
-    stage1 = train_run(args.out, args.dataset, model_options={"model": "vqvae"},
-                       train_config=TrainConfig(epochs=args.epochs), progress=False)
+    stage1 = verbs.train(args.out, DataConfig(args.dataset), VQVAEConfig(), {"epochs": args.epochs}, progress=False)
     run = Run(args.out)
-    stage2 = run.train_code_prior(epochs=args.prior_epochs, progress=False)
+    stage2 = verbs.train_prior(run, config=PriorTrainConfig(epochs=args.prior_epochs), progress=False)
     keys = ("test_nll", "bits_per_dim", "recon_accuracy", "codebook_perplexity", "codes_used")
     print(json.dumps({"uniform prior": {k: stage1[k] for k in keys}, "transformer prior": {k: stage2[k] for k in keys}}, indent=2))
 
@@ -38,7 +38,7 @@ def main(argv=None):
     for original, reconstruction in zip(decode_text(test, run.vocabulary), decode_text(run.model.reconstruct(test), run.vocabulary)):
         print(f"--- input ---\n{original}\n--- reconstruction ---\n{reconstruction}")
     torch.manual_seed(0)
-    for text in decode_text(run.sample(4, temperature=0.8), run.vocabulary):
+    for text in decode_text(run.model.sample(4, temperature=0.8), run.vocabulary):
         print(f"--- sample, temperature 0.8 ---\n{text}")
     print(f"test_nll: nats per 64-character sequence; run folder {args.out}")
 

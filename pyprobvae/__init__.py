@@ -4,10 +4,10 @@ model/guide pairs.
 """
 
 from .data import Dataset, from_arrays, load_dataset
+from .evaluation import evaluate
 from .infer import TrainConfig, fit
-from .metrics import evaluate
-from .models import VAE, build_vae
+from .models import VAE, build_model, build_vae, model_config
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["Dataset", "TrainConfig", "VAE", "build_vae", "evaluate", "fit", "from_arrays", "load_dataset"]
+__all__ = ["Dataset", "TrainConfig", "VAE", "build_model", "build_vae", "evaluate", "fit", "from_arrays", "load_dataset", "model_config"]

@@ -1,66 +1,37 @@
 """
 The ``pyprobvae`` command: ``train``, ``train-prior``, ``evaluate``,
-``sample``, ``reconstruct``, ``interpolate``, ``traverse`` and ``encode``, the
-same verbs as the Python API. Errors in what the user asked for are one line on stderr and exit
-status 2.
+``sample``, ``reconstruct``, ``interpolate``, ``traverse`` and ``encode``.
+
+The command only parses and formats: the settings' options are generated
+from the config dataclasses (their defaults and their attribute docstrings,
+which become the help text), the verbs of :mod:`pyprobvae.runs.verbs`
+compute, and :mod:`pyprobvae.runs.writers` writes. A model registered in
+:mod:`pyprobvae.models.registry` gets its options here without any change to
+this module. Errors in what the user asked for are one line on stderr and
+exit status 2.
 """
 
 import argparse
+import dataclasses
+import inspect
 import json
 import os
 import sys
 import time
-from dataclasses import fields
+import typing
 
-import numpy as np
-import torch
-
-from . import __version__, plots
+from . import __version__
+from .config import ConfigError, field_docs, field_types, optional_inner
 from .data import DataError
-from .families import FAMILIES, FLOWS
-from .infer import CheckpointError, NonFiniteLossError, TrainConfig
-from .infer.training import BINARIZATIONS, ESTIMATORS, OPTIMIZERS
+from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
 from .interpolation import INTERPOLATIONS
-from .likelihoods import LIKELIHOODS
-from .models import MODELS, NETWORKS, PRIORS, VQVAE
+from .models import MODELS
 from .models.ae import CODE_SOURCES
-from .runs import Run, read_config, train_run, write_examples
-
-TRAIN_DEFAULTS = dict(
-    dataset="digits",
-    data_dir=None,
-    model="vae",
-    prior="standard",
-    guide="diagonal",
-    components=2,
-    flow="iaf",
-    flow_depth=2,
-    estimator="pathwise",
-    likelihood=None,
-    latent_dim=8,
-    hidden="256",
-    gaussian_scale=0.1,
-    learn_scale=False,
-    network="conv",
-    codebook_size=64,
-    code_dim=16,
-    beta=0.25,
-    ema=False,
-    epochs=100,
-    batch_size=128,
-    lr=1e-3,
-    optimizer="adam",
-    kl_warmup_epochs=0,
-    binarize=None,
-    seed=0,
-    device="cpu",
-    iwae_samples=1000,
-)
-
-
-# Options that only apply to the VQ-VAE, and options that do not apply to it.
-VQVAE_OPTIONS = ("network", "codebook_size", "code_dim", "beta", "ema")
-GAUSSIAN_LATENT_OPTIONS = ("prior", "latent_dim", "guide", "components", "flow", "flow_depth")
+from .models.registry import inapplicable_reason, model_class, setting_owners
+from .priors import TransformerPriorConfig
+from .runs import verbs
+from .runs.folder import DataConfig, EvaluationConfig, Run, read_config
+from .runs.writers import write_array, write_examples, write_paths, write_reconstructions
 
 
 class UsageError(Exception):
@@ -72,38 +43,141 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+# ------------------------------------------------------------ options from configs
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _describe_range(metadata) -> str:
+    low, above, below = metadata.get("minimum"), metadata.get("above"), metadata.get("below")
+    if low is not None and below is not None:
+        return f"must be in [{low:g}, {below:g})"
+    if above is not None and below is not None:
+        return f"must be in ({above:g}, {below:g})"
+    if low == 1:
+        return "must be a positive integer"
+    if low is not None:
+        return f"must be >= {low:g}"
+    if above is not None:
+        return f"must be > {above:g}"
+    return ""
+
+
+def _in_range(value, metadata) -> bool:
+    low, above, below = metadata.get("minimum"), metadata.get("above"), metadata.get("below")
+    return (low is None or value >= low) and (above is None or value > above) and (below is None or value < below)
+
+
+def _parser_of(annotation, metadata):
+    """The argparse ``type`` of a setting: text -> value, checked as the setting's limits say."""
+    inner, optional = optional_inner(annotation)
+    choices = metadata.get("choices")
+
+    def scalar(text, kind):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and value != value:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+        if not _in_range(value, metadata):
+            raise argparse.ArgumentTypeError(f"{_describe_range(metadata)}, got {text}")
+        return value
+
+    def parse(text):
+        if optional and text.lower() == "none":
+            return None
+        if typing.get_origin(inner) is tuple:
+            try:
+                values = tuple(int(part) for part in text.split(","))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 400 or 512,256, got {text!r}") from None
+            if not all(_in_range(v, metadata) for v in values):
+                raise argparse.ArgumentTypeError(f"each {_describe_range(metadata).replace('must be a', 'must be a')}, got {text!r}")
+            return values
+        if inner in (int, float):
+            return scalar(text, inner)
+        if choices is not None and text not in choices:
+            options = ", ".join(map(str, choices)) + (", none" if optional else "")
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {options})")
+        return text
+
+    return parse
+
+
+def _show_default(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def _add_config_options(parser, configs, *, skip=(), only=None, seen=None):
+    """
+    One option per setting of the ``configs`` dataclasses (a setting shared
+    by several is added once), with ``default=SUPPRESS`` so that only what the
+    user typed reaches the verbs and every default stays in its config.
+    """
+    seen = set() if seen is None else seen
+    for cls in configs:
+        docs, types = field_docs(cls), field_types(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("derived") or f.name in skip or f.name in seen or (only is not None and f.name not in only):
+                continue
+            seen.add(f.name)
+            help_text = f"{docs.get(f.name, '')} (default: {_show_default(f.default)})".strip()
+            flags = [_flag(f.name), *f.metadata.get("aliases", ())]
+            if optional_inner(types[f.name])[0] is bool:
+                parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                optional = optional_inner(types[f.name])[1]
+                metavar = f.name.upper() if choices is None else "{" + ",".join(choices + (("none",) if optional else ())) + "}"
+                parser.add_argument(*flags, dest=f.name, type=_parser_of(types[f.name], f.metadata), default=argparse.SUPPRESS,
+                                    metavar=metavar, help=help_text)
+    return seen
+
+
+def _names(cls) -> set:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _default(function, name):
+    """A verb's default for a parameter, for the help text (the verb holds the default)."""
+    return inspect.signature(function).parameters[name].default
+
+
+def _verb_option(parser, flag, function, parameter, help_text, **kwargs):
+    default = _default(function, parameter)
+    shown = "" if default is inspect.Parameter.empty else f" (default: {_show_default(default)})"
+    parser.add_argument(flag, dest=parameter, default=argparse.SUPPRESS, help=help_text + shown, **kwargs)
+
+
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
 def _non_negative_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
 def _positive_float(text):
-    value = float(text)
+    value = _non_negative_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _probability(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
@@ -115,53 +189,21 @@ def _class_pair(text):
     return a, b
 
 
-def _widths(text):
-    try:
-        widths = [int(w) for w in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 400 or 512,256, got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
-    return text
+# ------------------------------------------------------------------- parser
+
+
+def _model_configs():
+    return [cls.Config for cls in MODELS.values()]
 
 
 def _add_train(commands):
     p = commands.add_parser("train", help="train a model into a run folder")
-    p.add_argument("--dataset", help="digits (bundled, default), mnist, fashion-mnist, PATH.npz, "
-                                     "text (docstrings of Python's standard library) or text:PATH (a UTF-8 file)")
-    p.add_argument("--data-dir", help="directory holding the MNIST-format IDX files")
-    p.add_argument("--model", choices=MODELS,
-                   help="vae (default); ae, the deterministic autoencoder baseline; cvae, the label-conditional VAE; "
-                        "or vqvae, the VQ-VAE with discrete codes")
-    p.add_argument("--network", choices=NETWORKS,
-                   help="vqvae only: conv (default; 2-D for images, 1-D for text) or mlp encoder and decoder")
-    p.add_argument("--codebook-size", type=_positive_int, help="vqvae only: number of codes K (default 64)")
-    p.add_argument("--code-dim", type=_positive_int, help="vqvae only: dimension of the codes (default 16)")
-    p.add_argument("--beta", type=_non_negative_float, help="vqvae only: weight of the commitment term (default 0.25)")
-    p.add_argument("--ema", action="store_true", default=None,
-                   help="vqvae only: learn the codebook by moving averages instead of the codebook term")
-    p.add_argument("--prior", choices=PRIORS,
-                   help="cvae only: p(z|y) = N(0, I) for every class (standard, default) or a learned Gaussian per class")
-    p.add_argument("--guide", choices=FAMILIES, help="variational family q(z|x) (default diagonal)")
-    p.add_argument("--components", type=_positive_int, help="mixture components K of --guide mixture (default 2)")
-    p.add_argument("--flow", choices=FLOWS, help="flow of --guide flow (default iaf)")
-    p.add_argument("--flow-depth", type=_positive_int, help="flow layers of --guide flow (default 2)")
-    p.add_argument("--estimator", choices=ESTIMATORS,
-                   help="gradient estimator: pathwise (default) or stratified (mixture guide: one sample per component)")
-    p.add_argument("--likelihood", choices=LIKELIHOODS, help="p(x|z); default: categorical for digits, bernoulli for MNIST")
-    p.add_argument("--gaussian-scale", type=_positive_float, help="scale of the gaussian likelihood (default 0.1)")
-    p.add_argument("--learn-scale", action="store_true", default=None, help="learn the gaussian likelihood's scale")
-    p.add_argument("--latent-dim", type=_positive_int, help="dimension of z (default 8)")
-    p.add_argument("--hidden", type=_widths, help="hidden widths, e.g. 400 or 512,256 (default 256)")
-    p.add_argument("--epochs", type=_positive_int, help="default 100")
-    p.add_argument("--batch-size", type=_positive_int, help="default 128")
-    p.add_argument("--lr", type=_positive_float, help="learning rate (default 1e-3)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--kl-warmup-epochs", type=_non_negative_int, help="anneal the KL weight from 0 to 1 over this many epochs")
-    p.add_argument("--binarize", choices=BINARIZATIONS + ("none",), help="binarize pixels for the bernoulli likelihood")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu (default), cuda, cuda:1, ...")
-    p.add_argument("--iwae-samples", type=_positive_int, help="K of the final test NLL estimate (default 1000)")
+    models = ", ".join(f"{name} ({cls.description})" for name, cls in MODELS.items())
+    p.add_argument("--model", choices=tuple(MODELS), default=argparse.SUPPRESS, help=f"the model: {models} (default: vae)")
+    seen = _add_config_options(p, [DataConfig])
+    seen = _add_config_options(p, _model_configs(), skip=("model",), seen=seen)
+    seen = _add_config_options(p, [TrainConfig], seen=seen)
+    _add_config_options(p, [EvaluationConfig], only=("iwae_samples",), seen=seen)
     p.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -170,44 +212,34 @@ def _add_train(commands):
 def _add_run_commands(commands):
     p = commands.add_parser("evaluate", help="print held-out metrics of a run as JSON")
     p.add_argument("run")
-    p.add_argument("--iwae-samples", type=_positive_int, default=1000, help="K of the IWAE estimate (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo estimates")
+    _add_config_options(p, [EvaluationConfig])
     p.add_argument("--device", default="cpu")
 
-    p = commands.add_parser("train-prior", help="VQ-VAE runs: fit a transformer prior to the run's codes (stage 2)")
+    p = commands.add_parser("train-prior", help="runs with discrete codes (VQ-VAE): fit a transformer prior to the run's codes (stage 2)")
     p.add_argument("run")
-    p.add_argument("--epochs", type=_positive_int, default=50, help="default 50")
-    p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
-    p.add_argument("--d-model", type=_positive_int, default=128, help="width of the transformer (default 128)")
-    p.add_argument("--layers", type=_positive_int, default=2, help="transformer layers (default 2)")
-    p.add_argument("--heads", type=_positive_int, default=4, help="attention heads (default 4)")
-    p.add_argument("--dropout", type=_probability, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    seen = _add_config_options(p, [TransformerPriorConfig])
+    _add_config_options(p, [PriorTrainConfig], seen=seen)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = commands.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
-    p.add_argument("--n", type=_positive_int, default=64)
-    p.add_argument("--temperature", type=_non_negative_float, default=1.0,
-                   help="scale of the codes' deviation from the prior mean (default 1; 0 decodes the mean)")
+    p.add_argument("--n", type=_positive_int, default=64, help="how many (default: 64)")
+    _verb_option(p, "--temperature", verbs.sample, "temperature", "scale of the codes' deviation from the prior mean (0 decodes the mean)",
+                 type=_non_negative_float)
     p.add_argument("--label", type=int,
-                   help="cvae runs only: the class to sample (default: every class, one row each, --n rounded up "
+                   help="conditional runs only: the class to sample (default: every class, one row each, --n rounded up "
                         "to a multiple of the number of classes)")
     p.add_argument("--codes", choices=CODE_SOURCES,
                    help="autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
                         "fitted to the training codes (fitted)")
-    p.add_argument("--top-k", type=_positive_int,
-                   help="vqvae runs with a trained prior: draw each code from the K most likely only")
-    p.add_argument("--out", required=True,
-                   help="FILE.png (grid), FILE.txt (text runs) or FILE.npy (array: values in [0, 1], or token ids)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=_positive_int, help="runs with discrete codes and a trained prior: draw each code from the K most likely only")
+    p.add_argument("--out", required=True, help="FILE.png (grid), FILE.txt (text runs) or FILE.npy (array: values in [0, 1], or token ids)")
+    _verb_option(p, "--seed", verbs.sample, "seed", "seed of the draws", type=int)
     p.add_argument("--device", default="cpu")
 
     p = commands.add_parser("reconstruct", help="reconstruct the first N test examples")
     p.add_argument("run")
-    p.add_argument("--n", type=_positive_int, default=32)
+    p.add_argument("--n", type=_positive_int, default=32, help="how many (default: 32)")
     p.add_argument("--out", required=True,
                    help="FILE.png (inputs above reconstructions), FILE.txt (text runs: each input, then its "
                         "reconstruction) or FILE.npy")
@@ -215,29 +247,29 @@ def _add_run_commands(commands):
 
     p = commands.add_parser("interpolate", help="decode paths between the codes of test examples")
     p.add_argument("run")
-    p.add_argument("--pairs", type=_positive_int, default=8, help="number of paths")
-    p.add_argument("--steps", type=int, default=10, help="points per path, endpoints included")
-    p.add_argument("--method", choices=INTERPOLATIONS, default="linear")
+    _verb_option(p, "--pairs", verbs.interpolate, "pairs", "number of paths", type=_positive_int)
+    _verb_option(p, "--steps", verbs.interpolate, "steps", "points per path, endpoints included", type=int)
+    _verb_option(p, "--method", verbs.interpolate, "method", "how to move between the codes", choices=INTERPOLATIONS)
     p.add_argument("--classes", type=_class_pair,
-                   help="cvae runs only: A,B moves the label from class A to class B with the style held, one row "
+                   help="conditional runs only: A,B moves the label from class A to class B with the style held, one row "
                         "per --pairs style, instead of interpolating between test examples")
-    p.add_argument("--seed", type=int, default=0, help="which test examples are paired")
+    _verb_option(p, "--seed", verbs.interpolate, "seed", "which test examples are paired", type=int)
     p.add_argument("--out", required=True, help="FILE.png (one row per path) or FILE.npy (pairs, steps, *data_shape)")
     p.add_argument("--device", default="cpu")
 
     p = commands.add_parser("traverse", help="sweep each latent dimension of one test example's code")
     p.add_argument("run")
-    p.add_argument("--index", type=int, default=0, help="which test example (default 0)")
-    p.add_argument("--dims", type=_positive_int, help="how many dimensions, most informative first (default all)")
-    p.add_argument("--steps", type=_positive_int, default=9, help="values per dimension (default 9)")
-    p.add_argument("--span", type=_positive_float, default=3.0, help="sweep z_d over [-span, span] (default 3)")
+    _verb_option(p, "--index", verbs.traverse, "index", "which test example", type=int)
+    _verb_option(p, "--dims", verbs.traverse, "num_dims", "how many dimensions, most informative first (none: all)", type=_positive_int)
+    _verb_option(p, "--steps", verbs.traverse, "steps", "values per dimension", type=_positive_int)
+    _verb_option(p, "--span", verbs.traverse, "span", "sweep z_d over [-span, span]", type=_positive_float)
     p.add_argument("--out", required=True, help="FILE.png (one row per dimension) or FILE.npy (dims, steps, *data_shape)")
     p.add_argument("--device", default="cpu")
 
-    p = commands.add_parser("encode", help="write the posterior means of a split")
+    p = commands.add_parser("encode", help="write the codes of a split")
     p.add_argument("run")
-    p.add_argument("--split", choices=("train", "test"), default="test")
-    p.add_argument("--out", required=True, help="FILE.npy, shape (N, latent_dim); for a vqvae the code indices (N, positions)")
+    _verb_option(p, "--split", verbs.encode, "split", "which split", choices=("train", "test"))
+    p.add_argument("--out", required=True, help="FILE.npy, shape (N, latent_dim); code indices (N, positions) for discrete codes")
     p.add_argument("--device", default="cpu")
 
 
@@ -250,98 +282,78 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ------------------------------------------------------------------- verbs
+
+
+def _pick(given: dict, cls) -> dict:
+    return {name: value for name, value in given.items() if name in _names(cls)}
+
+
 def _train(args):
-    given = {k: v for k, v in vars(args).items() if v is not None and k in TRAIN_DEFAULTS}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "quiet")}
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
-        settings = _saved_settings(args.out)
+        if not os.path.isdir(args.out):
+            raise CheckpointError(f"nothing to resume: run folder {args.out} does not exist")
+        saved = read_config(args.out)
+        data = saved.data.replace(**_pick(given, DataConfig))
+        model = saved.model
+        changed = [name for name, value in given.items() if name in _names(type(model)) and getattr(model, name) != value]
+        if changed:
+            raise CheckpointError(f"cannot resume {args.out} with different settings: {_flag(changed[0])} changed (only --epochs may)")
+        training = {**saved.train.to_dict(), **_pick(given, TrainConfig)}
+        evaluation = saved.evaluation.replace(**_pick(given, EvaluationConfig))
     else:
-        settings = dict(TRAIN_DEFAULTS)
-    settings.update(given)
-    out = args.out or os.path.join("runs", f"{os.path.basename(settings['dataset']).replace('.npz', '')}-{settings['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if settings["binarize"] == "none":
-        settings["binarize"] = None
-    train_config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name in settings})
-    vqvae = settings["model"] == "vqvae"
-    not_applicable = GAUSSIAN_LATENT_OPTIONS + ("kl_warmup_epochs", "estimator") if vqvae else VQVAE_OPTIONS
-    misplaced = [name for name in not_applicable if name in given]
-    if misplaced:
-        option = "--" + misplaced[0].replace("_", "-")
-        raise UsageError(f"{option} does not apply to --model {settings['model']}" + ("" if vqvae else "; it is a vqvae option"))
-    specific = VQVAE_OPTIONS if vqvae else GAUSSIAN_LATENT_OPTIONS
-    model_options = dict(
-        model=settings["model"],
-        hidden=[int(w) for w in str(settings["hidden"]).split(",")],
-        gaussian_scale=settings["gaussian_scale"],
-        learn_scale=settings["learn_scale"],
-        **{name: settings[name] for name in specific},
-    )
-    if settings["likelihood"] is not None:
-        model_options["likelihood"] = settings["likelihood"]
-    metrics = train_run(
-        out, settings["dataset"], settings["data_dir"], model_options, train_config,
-        settings["iwae_samples"], args.resume, progress=not args.quiet, auto_binarize=args.binarize is None and not args.resume,
-    )
-    print(json.dumps(_summary(metrics)))
+        name = given.pop("model", "vae")
+        cls = model_class(name)
+        for setting in given:
+            if setting in cls.unused_training_settings:
+                raise UsageError(f"{_flag(setting)} does not apply to --model {name}")
+            if not any(setting in _names(c) for c in (DataConfig, cls.Config, TrainConfig, EvaluationConfig)) and setting_owners(setting):
+                raise UsageError(inapplicable_reason(cls, setting, _flag(setting), "--model {}"))
+        data = DataConfig(**_pick(given, DataConfig))
+        model = cls.Config(**_pick(given, cls.Config))
+        training = _pick(given, TrainConfig)
+        evaluation = EvaluationConfig(**_pick(given, EvaluationConfig))
+    stem = os.path.basename(data.dataset).replace(".npz", "").replace("text:", "")
+    out = args.out or os.path.join("runs", f"{stem}-{model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    metrics = verbs.train(out, data, model, training, evaluation, args.resume, progress=not args.quiet)
+    print(json.dumps(_summary(model.model, metrics)))
     print(f"run folder: {os.path.abspath(out)}")
 
 
-def _summary(metrics):
-    if "codebook_perplexity" in metrics:
-        keys = ("test_nll", "bits_per_dim", "prior", "recon_mse", "recon_accuracy", "codebook_perplexity", "codes_used")
-    else:
-        keys = ("test_elbo", "test_nll", "iwae_samples", "kl", "active_units")
-    return {k: metrics[k] for k in keys if k in metrics}
-
-
-def _saved_settings(directory):
-    if not os.path.isdir(directory):
-        raise CheckpointError(f"nothing to resume: run folder {directory} does not exist")
-    config = read_config(directory)
-    saved = {**config["spec"], **config["train"]}
-    settings = dict(TRAIN_DEFAULTS)
-    settings.update({name: value for name, value in saved.items() if name in TRAIN_DEFAULTS})
-    settings.update(
-        dataset=config["dataset"],
-        data_dir=config["data_dir"],
-        model=config["model"],
-        hidden=",".join(map(str, saved["hidden"])),
-        binarize=saved["binarize"] or "none",
-        iwae_samples=config["iwae_samples"],
-    )
-    return settings
+def _summary(model: str, metrics: dict) -> dict:
+    return {k: metrics[k] for k in model_class(model).summary_keys if k in metrics}
 
 
 def _evaluate(args):
-    print(json.dumps(Run(args.run, args.device).evaluate(args.iwae_samples, args.seed)))
+    run = Run(args.run, args.device)
+    given = {k: v for k, v in vars(args).items() if k in _names(EvaluationConfig)}
+    print(json.dumps(verbs.evaluate(run, EvaluationConfig(**given))))
 
 
 def _train_prior(args):
-    run = Run(args.run, args.device)
-    metrics = run.train_code_prior(
-        args.epochs, args.seed, args.batch_size, args.lr, progress=not args.quiet,
-        d_model=args.d_model, num_heads=args.heads, num_layers=args.layers, dropout=args.dropout,
-    )
-    print(json.dumps(_summary(metrics)))
-    print(f"prior: {os.path.abspath(os.path.join(args.run, 'prior.pt'))}")
+    given = vars(args)
+    config = PriorTrainConfig(**_pick(given, PriorTrainConfig))
+    run = Run(args.run, config.device)
+    metrics = verbs.train_prior(run, TransformerPriorConfig(**_pick(given, TransformerPriorConfig)), config, progress=not args.quiet)
+    print(json.dumps(_summary(run.config.model.model, metrics)))
+    print(f"prior: stored in {os.path.abspath(run.path('checkpoint.pt'))}")
+
+
+def _verb_arguments(args, *names):
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def _sample(args):
     run = Run(args.run, args.device)
-    if args.codes is not None and run.model.generative:
-        raise UsageError("--codes applies to autoencoder runs; a VAE samples its codes from its prior")
-    if isinstance(run.model, VQVAE) and run.model.code_prior is None:
-        print(f"pyprobvae: no prior trained yet (pyprobvae train-prior {args.run}): sampling codes from the uniform prior, "
-              "which ignores --temperature and --top-k", file=sys.stderr)
-    fitted_to = run.dataset("train").x if args.codes == "fitted" else None
-    n, nrow = args.n, None
-    if run.model.conditional and args.label is None:
-        nrow = -(-args.n // run.model.num_classes)
-        n = nrow * run.model.num_classes
-    y = run.labels(args.label, n)
-    torch.manual_seed(args.seed)
-    path = write_examples(run.sample(n, fitted_to, args.temperature, y, args.top_k), args.out, nrow, run.vocabulary)
+    plan = verbs.sampling_plan(run, args.n, label=args.label, codes=args.codes, top_k=args.top_k)
+    note = run.model.sampling_note()
+    if note:
+        print(f"pyprobvae: {note}", file=sys.stderr)
+    examples = verbs.sample(run, plan, **_verb_arguments(args, "temperature", "seed"))
+    path = write_examples(examples, args.out, plan.nrow, run.vocabulary)
     if path.lower().endswith(".txt"):  # generated text is shown as well as saved
         with open(path) as f:
             print(f.read(), end="")
@@ -350,62 +362,34 @@ def _sample(args):
 
 def _reconstruct(args):
     run = Run(args.run, args.device)
-    x, y = run.model_data("test")[: args.n], run.model_labels("test")
-    recon = run.model.reconstruct(x, None if y is None else y[: args.n])
-    if args.out.lower().endswith(".png") and run.vocabulary is None:
-        print(plots.save_reconstructions(x, recon, args.out))
-    elif args.out.lower().endswith(".txt"):
-        print(write_examples(torch.stack([x, recon], 1).flatten(0, 1), args.out, vocabulary=run.vocabulary))
-    else:
-        print(write_examples(recon, args.out, vocabulary=run.vocabulary))
+    print(write_reconstructions(*verbs.reconstruct(run, args.n), args.out, run.vocabulary))
 
 
 def _interpolate(args):
     run = Run(args.run, args.device)
-    if isinstance(run.model, VQVAE):
-        raise UsageError("a VQ-VAE's codes are discrete: there is no path between them to interpolate")
     if args.classes is not None:
-        strips, title = _class_interpolation(run, args), "label interpolation {} -> {}".format(*args.classes)
+        arguments = _verb_arguments(args, "steps", "seed")
+        if hasattr(args, "pairs"):
+            arguments["paths"] = args.pairs
+        strips = verbs.interpolate_classes(run, args.classes, **arguments)
+        title = "label interpolation {} -> {}".format(*args.classes)
     else:
-        x, y = run.model_data("test"), run.model_labels("test")
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: 2 * args.pairs].to(x.device)
-        if len(order) < 2 * args.pairs:
-            raise UsageError(f"--pairs {args.pairs} needs {2 * args.pairs} test examples; the test set has {len(x)}")
-        start, end = order[: args.pairs], order[args.pairs :]
-        labels = (None, None) if y is None else (y[start], y[end])
-        strips, title = run.model.interpolate(x[start], x[end], args.steps, args.method, *labels), f"{args.method} interpolation"
-    if args.out.lower().endswith(".png"):
-        print(plots.save_interpolation(strips, args.out, title=title))
-    else:
-        print(write_examples(strips, args.out))
-
-
-def _class_interpolation(run, args):
-    if not run.model.conditional:
-        raise UsageError(f"--classes needs a conditional run (--model cvae); this run is {run.config['model']}")
-    for label in args.classes:
-        run.labels(label, 1)
-    torch.manual_seed(args.seed)
-    return run.model.interpolate_classes(*args.classes, args.pairs, args.steps)
+        strips = verbs.interpolate(run, **_verb_arguments(args, "pairs", "steps", "method", "seed"))
+        title = f"{getattr(args, 'method', _default(verbs.interpolate, 'method'))} interpolation"
+    print(write_paths(strips, args.out, title=title))
 
 
 def _traverse(args):
-    strips = Run(args.run, args.device).traverse(args.index, args.dims, args.steps, args.span)
-    if args.out.lower().endswith(".png"):
-        print(plots.save_interpolation(strips, args.out, title="latent traversals, most informative dimension first"))
-    else:
-        print(write_examples(strips, args.out))
+    run = Run(args.run, args.device)
+    strips = verbs.traverse(run, **_verb_arguments(args, "index", "num_dims", "steps", "span"))
+    print(write_paths(strips, args.out, title="latent traversals, most informative dimension first"))
 
 
 def _encode(args):
     run = Run(args.run, args.device)
     if not args.out.lower().endswith(".npy"):
         raise UsageError(f"encode writes an array: --out must end in .npy, got {args.out!r}")
-    x = run.model_data(args.split)
-    z = run.model.codes(x) if isinstance(run.model, VQVAE) else run.model.encode(x, run.model_labels(args.split))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.save(args.out, z.cpu().numpy())
-    print(args.out)
+    print(write_array(verbs.encode(run, **_verb_arguments(args, "split")), args.out))
 
 
 COMMANDS = {
@@ -425,7 +409,7 @@ def main(argv=None) -> int:
     try:
         args = make_parser().parse_args(argv)
         COMMANDS[args.command](args)
-    except (UsageError, ValueError, DataError, CheckpointError) as e:
+    except (UsageError, ConfigError, ValueError, DataError, CheckpointError) as e:
         print(f"pyprobvae: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

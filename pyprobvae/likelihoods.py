@@ -289,3 +289,22 @@ def make_likelihood(name: str, data_shape, num_levels=None, gaussian_scale: floa
             raise ValueError("the tokens likelihood needs the vocabulary size (num_levels)")
         return TokenLikelihood(data_shape, num_levels)
     raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+
+
+def default_likelihood(dataset) -> str:
+    """
+    The likelihood a data set is modelled with unless the user says
+    otherwise: ``"tokens"`` for text, the exact ``"categorical"`` over pixel
+    levels for the bundled ``digits`` (17 levels), ``"gaussian"`` for
+    real-valued data, ``"bernoulli"`` for other quantized images (MNIST,
+    binarized as :func:`~pyprobvae.infer.training.default_binarization` says).
+
+    :param dataset: a :class:`~pyprobvae.data.Dataset`.
+    """
+    if dataset.vocabulary is not None:
+        return "tokens"
+    if dataset.name == "digits":
+        return "categorical"
+    if dataset.num_levels is None:
+        return "gaussian"
+    return "bernoulli"

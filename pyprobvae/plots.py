@@ -17,7 +17,6 @@ Images are torch tensors or numpy arrays of shape ``(N, C, H, W)`` with
 
 import math
 import os
-import uuid
 from typing import Optional
 
 import numpy as np
@@ -27,6 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+
+from .files import atomic_write
 
 _DPI = 100
 _SEPARATOR = 0.5  # neutral gray between tiles and in empty cells
@@ -122,17 +123,8 @@ def _save_figure(fig, path, **kwargs):
     Writes ``fig`` as a PNG to ``path`` atomically and returns the path.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            fig.savefig(f, format="png", dpi=_DPI, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=_DPI, **kwargs)
     return path
 
 

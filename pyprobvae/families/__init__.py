@@ -2,12 +2,14 @@
 Variational families q(z|x): modules mapping an encoder's features to a
 distribution over the latent code with batch shape ``(batch,)`` and event
 shape ``(latent_dim,)``, reparameterized so that gradients flow through
-samples.
+samples; and the vector quantizer, the deterministic "family" of the VQ-VAE
+(:mod:`~pyprobvae.families.quantizer`).
 """
 
 from .diagonal import DiagonalNormal
 from .flow import FLOWS, NormalizingFlow
 from .mixture import DiagonalNormalMixture
+from .quantizer import VectorQuantizer
 
 FAMILIES = ("diagonal", "mixture", "flow")
 
@@ -42,4 +44,4 @@ def make_family(
     raise ValueError(f"unknown guide {name!r}; choose one of {', '.join(FAMILIES)}")
 
 
-__all__ = ["DiagonalNormal", "DiagonalNormalMixture", "FAMILIES", "FLOWS", "NormalizingFlow", "make_family"]
+__all__ = ["DiagonalNormal", "DiagonalNormalMixture", "FAMILIES", "FLOWS", "NormalizingFlow", "VectorQuantizer", "make_family"]

@@ -3,42 +3,32 @@ Checkpoints: written atomically, read without executing pickled code.
 """
 
 import os
-import tempfile
 
 import torch
+
+from ..files import atomic_write
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or not a pyprobvae checkpoint."""
 
 
-FORMAT = "pyprobvae-checkpoint-1"
+FORMAT = "pyprobvae-checkpoint-2"
+"""The format tag: version 2 stores the model's config (``model_config``) and, for a VQ-VAE, its prior over codes in one file."""
 
 
 def save_checkpoint(state: dict, path: str) -> None:
     """
     Write ``state`` to ``path`` so that a crash at any moment leaves either the
-    previous file or the new one, never a half-written file: the data goes to a
-    temporary file in the same directory, is flushed to disk, and then
-    atomically renamed over ``path``.
+    previous file or the new one, never a half-written file
+    (:func:`~pyprobvae.files.atomic_write`).
 
     :param dict state: tensors, numbers, strings, lists and dicts only (what
         ``torch.load(weights_only=True)`` accepts back).
     :param str path: destination file.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load_checkpoint(path: str, map_location=None) -> dict:

@@ -1,10 +1,18 @@
-from .ae import Autoencoder
-from .build import MODELS, NETWORKS, PRIORS, build_model, build_vae, build_vqvae
-from .cvae import ConditionalVAE
-from .vae import VAE
-from .vqvae import VQVAE, CodebookPrior
+"""
+The models, each a Pyro model/guide pair behind one interface
+(:class:`~pyprobvae.models.base.LatentVariableModel`), registered by name in
+:mod:`pyprobvae.models.registry`.
+"""
+
+from .ae import AEConfig, Autoencoder
+from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
+from .cvae import ConditionalVAE, CVAEConfig
+from .registry import MODELS, build_model, build_vae, config_from_dict, model_config, register_model
+from .vae import VAE, VAEConfig
+from .vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
-    "Autoencoder", "CodebookPrior", "ConditionalVAE", "MODELS", "NETWORKS", "PRIORS", "VAE", "VQVAE",
-    "build_model", "build_vae", "build_vqvae",
+    "AEConfig", "Autoencoder", "CVAEConfig", "ConditionalVAE", "Exhibit", "LatentVariableModel", "MODELS", "ModelConfig",
+    "SamplingPlan", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "build_model", "build_vae", "config_from_dict",
+    "model_config", "register_model",
 ]

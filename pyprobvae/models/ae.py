@@ -3,16 +3,33 @@ The deterministic autoencoder, written as a Pyro model/guide pair so that its
 one difference from the VAE is visible: a point guide and no prior term.
 """
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional
 
 import pyro
 import pyro.distributions as dist
 import torch
+from torch import nn
 from torch.distributions import constraints
 
+from ..config import setting
+from ..networks import MLP
+from ..priors import StandardNormal
+from .base import Exhibit, ModelConfig, SamplingPlan
 from .vae import VAE, temper
 
 CODE_SOURCES = ("standard", "fitted")
+
+_POINT_GUIDE = "the autoencoder has a point guide: {} does not apply (it sets the variational family)"
+
+
+@dataclass
+class AEConfig(ModelConfig):
+    """The architecture of an :class:`Autoencoder`: the VAE's MLP networks around a code z."""
+
+    model: str = setting("ae", choices=("ae",))
+    latent_dim: int = setting(8, minimum=1)
+    """Dimension of the code z."""
 
 
 class Autoencoder(VAE):
@@ -29,9 +46,20 @@ class Autoencoder(VAE):
     the decoder makes of a point that no training code is near.
     :meth:`sample` shows it, from N(0, I) or from a Gaussian fitted to the
     codes of data you pass.
+
+    :param AEConfig config: the architecture.
     """
 
+    Config = AEConfig
+    description = "the autoencoder"
     generative = False
+    inapplicable = {name: _POINT_GUIDE.format(name) for name in ("family", "components", "flow", "flow_depth")}
+
+    def _networks(self, config, likelihood):
+        features = MLP(config.data_shape, config.hidden)
+        decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
+        encoder = nn.Sequential(features, nn.Linear(features.out_features, config.latent_dim))
+        return encoder, decoder, StandardNormal(config.latent_dim)
 
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         """
@@ -71,7 +99,7 @@ class Autoencoder(VAE):
         return self.encoder(x, *self.condition(y, x.shape[0]))
 
     @torch.no_grad()
-    def sample(self, num_samples: int, temperature: float = 1.0, fitted_to: torch.Tensor = None) -> torch.Tensor:
+    def sample(self, num_samples: int, *, temperature: float = 1.0, fitted_to: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Decode random codes: ``z ~ N(0, I)`` by default, or ``z ~ N(m, S)``
         with the mean and covariance of the codes of ``fitted_to``; the
@@ -85,9 +113,26 @@ class Autoencoder(VAE):
         :return: E[x|z] for each draw, shape ``(num_samples, *data_shape)``.
         """
         if fitted_to is None:
-            return super().sample(num_samples, temperature)
+            return super().sample(num_samples, temperature=temperature)
         codes = self.encode(fitted_to)
         covariance = torch.cov(codes.T).reshape(self.latent_dim, self.latent_dim)
         jitter = 1e-6 * covariance.diagonal().mean().clamp(min=1e-12) * torch.eye(self.latent_dim, device=codes.device)
         gaussian = dist.MultivariateNormal(codes.mean(0), covariance + jitter)
         return self.decode(temper(gaussian.sample((num_samples,)), gaussian.mean, temperature))
+
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
+        """``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from N(0, I)."""
+        self._refuse(label=label, top_k=top_k)
+        if codes not in (None,) + CODE_SOURCES:
+            raise ValueError(f"unknown code source {codes!r}; choose one of {', '.join(CODE_SOURCES)}")
+        return SamplingPlan(num_samples, None, {"fitted_to": training_data()} if codes == "fitted" else {})
+
+    def scored_samples(self, num_samples, training_data):
+        """Decoded codes from N(0, I) and from a Gaussian fitted to the training codes."""
+        return {
+            "standard_normal": SamplingPlan(num_samples, None, {}),
+            "fitted_gaussian": SamplingPlan(num_samples, None, {"fitted_to": training_data()}),
+        }
+
+    def _sample_exhibits(self) -> List[Exhibit]:
+        return [Exhibit("samples", "images", (self.sample(64),), "decoded random codes  z ~ N(0, I)", 8)]

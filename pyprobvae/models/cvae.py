@@ -4,16 +4,41 @@ encoder, the decoder and, optionally, the prior, so that one can ask for an
 example of a chosen class.
 """
 
-from typing import Optional
+import math
+from dataclasses import dataclass
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vae import VAE
+from ..config import ConfigError, setting
+from ..families import make_family
+from ..networks import MLP, Conditioned
+from ..priors import LabelConditionalNormal, StandardNormal
+from .base import Exhibit, SamplingPlan
+from .vae import VAE, VAEConfig
+
+PRIORS = ("standard", "learned")
 
 # Tolerance on a label vector's entries summing to one.
 LABEL_SUM_TOLERANCE = 1e-4
+
+
+@dataclass
+class CVAEConfig(VAEConfig):
+    """The architecture of a :class:`ConditionalVAE`: the VAE's, with the label given to every part."""
+
+    model: str = setting("cvae", choices=("cvae",))
+    num_classes: Optional[int] = setting(None, derived=True)
+    """Number of label classes; taken from the data set."""
+    prior: str = setting("standard", choices=PRIORS)
+    """p(z|y): N(0, I) for every class (standard) or a learned Gaussian per class (learned)."""
+
+    def data_settings(self, dataset) -> dict:
+        if dataset.y is None:
+            raise ValueError(f"the conditional VAE needs labelled data, but {dataset.name} has no labels")
+        return {**super().data_settings(dataset), "num_classes": dataset.num_classes}
 
 
 class ConditionalVAE(VAE):
@@ -35,22 +60,33 @@ class ConditionalVAE(VAE):
     works: mixing two one-hot vectors is how :meth:`interpolate_classes`
     moves between classes.
 
-    :param torch.nn.Module encoder: maps ``(x, label vectors)`` to q(z|x, y).
-    :param torch.nn.Module decoder: maps ``(z, label vectors)`` to p(x|z, y);
-        a :class:`~pyprobvae.nets.Conditioned` network whose last module is
-        the likelihood.
-    :param torch.nn.Module prior: maps ``(batch_size, label vectors)`` to
-        p(z|y): :class:`~pyprobvae.priors.StandardNormal` (which ignores y)
-        or :class:`~pyprobvae.priors.LabelConditionalNormal`.
-    :param int num_classes: number of classes.
-    :param dict spec: the :func:`~pyprobvae.models.build_vae` arguments.
+    The encoder (``(x, label vectors) -> q(z|x, y)``) and the decoder
+    (``(z, label vectors) -> p(x|z, y)``) are
+    :class:`~pyprobvae.networks.Conditioned` MLPs; the prior is
+    :class:`~pyprobvae.priors.StandardNormal` (which ignores y) or
+    :class:`~pyprobvae.priors.LabelConditionalNormal`.
+
+    :param CVAEConfig config: the architecture.
     """
 
+    Config = CVAEConfig
+    description = "the conditional VAE"
     conditional = True
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, num_classes: int, spec: Optional[dict] = None):
-        super().__init__(encoder, decoder, prior, spec)
-        self.num_classes = num_classes
+    def _networks(self, config, likelihood):
+        classes = config.num_classes
+        if not (classes is not None and classes >= 2):
+            raise ConfigError(f"the conditional VAE needs labelled data with num_classes >= 2, got num_classes={classes}")
+        features = MLP(math.prod(config.data_shape) + classes, config.hidden)
+        family = make_family(config.family, features.out_features, config.latent_dim, config.components, config.flow, config.flow_depth)
+        encoder = Conditioned(nn.Sequential(features, family), config.data_shape)
+        decoder = Conditioned(nn.Sequential(MLP(config.latent_dim + classes, config.hidden[::-1], likelihood.num_outputs), likelihood), config.latent_dim)
+        prior = StandardNormal(config.latent_dim) if config.prior == "standard" else LabelConditionalNormal(classes, config.latent_dim)
+        return encoder, decoder, prior
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
 
     @property
     def likelihood(self):
@@ -85,7 +121,7 @@ class ConditionalVAE(VAE):
         return (y,)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample(self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Draw ``z ~ p(z|y)``, temper it as :meth:`VAE.sample
         <pyprobvae.models.VAE.sample>` does, and decode it with label y.
@@ -98,7 +134,7 @@ class ConditionalVAE(VAE):
         """
         if y is None:
             y = self.balanced_labels(num_samples)
-        return super().sample(num_samples, temperature, y)
+        return super().sample(num_samples, temperature=temperature, y=y)
 
     def balanced_labels(self, num_samples: int) -> torch.Tensor:
         """
@@ -140,3 +176,44 @@ class ConditionalVAE(VAE):
         prior = self.prior(num_paths * steps, labels)
         z = prior.mean + prior.stddev * eps.reshape(-1, self.latent_dim)
         return self._decode(z, (labels,)).reshape((num_paths, steps) + self.data_shape)
+
+    def labels(self, dataset) -> torch.Tensor:
+        """
+        The data set's labels, checked against the model's classes.
+
+        :raises ValueError: for data without labels or with labels outside
+            the model's classes.
+        """
+        if dataset.y is None:
+            raise ValueError(f"the conditional model needs labelled data, but {dataset.name} has no labels")
+        self.condition(dataset.y, len(dataset))
+        return dataset.y
+
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
+        """
+        Samples of class ``label``; without one, every class in turn, one row
+        per class (``num_samples`` rounded up to a multiple of the number of
+        classes).
+        """
+        self._refuse(codes=codes, top_k=top_k)
+        if label is None:
+            per_class = -(-num_samples // self.num_classes)
+            return SamplingPlan(per_class * self.num_classes, per_class, {"y": self.balanced_labels(per_class * self.num_classes)})
+        y = torch.full((num_samples,), int(label), device=self._device())
+        self.condition(y, num_samples)
+        return SamplingPlan(num_samples, None, {"y": y})
+
+    def scored_samples(self, num_samples, training_data):
+        """Every class in turn (:meth:`balanced_labels`), scored on conditional accuracy as well."""
+        return {"prior": SamplingPlan(num_samples, None, {"y": self.balanced_labels(num_samples)})}
+
+    def _sample_exhibits(self) -> List[Exhibit]:
+        per_class = 8
+        samples = self.sample(per_class * self.num_classes)
+        classes = torch.stack([
+            self.interpolate_classes(c, (c + 1) % self.num_classes, 1, 10)[0] for c in range(self.num_classes)
+        ])
+        return [
+            Exhibit("samples", "images", (samples,), "decoded samples  z ~ p(z|y), one row per class y", per_class),
+            Exhibit("class_interpolation", "paths", (classes,), "label moved from class c to c + 1, style held"),
+        ]

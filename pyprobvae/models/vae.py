@@ -3,16 +3,48 @@ The variational autoencoder (Kingma & Welling 2014; Rezende et al. 2014) as a
 Pyro model/guide pair.
 """
 
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
 
 import pyro
 import torch
 from torch import nn
 
 from .. import interpolation
+from ..config import ConfigError, setting
+from ..evaluation.metrics import active_units, iwae_log_likelihood, kl_per_dimension, reconstruction_mse
+from ..families import FAMILIES, FLOWS, make_family
+from ..infer.training import dataset_elbo
+from ..likelihoods import make_likelihood
+from ..networks import MLP
+from ..priors import StandardNormal
+from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
 
 # Draws averaged for the posterior mean of a family without a closed form.
 POSTERIOR_MEAN_SAMPLES = 256
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    """The architecture of a :class:`VAE`: MLP encoder and decoder around a latent z."""
+
+    model: str = setting("vae", choices=("vae",))
+    latent_dim: int = setting(8, minimum=1)
+    """Dimension of z."""
+    family: str = setting("diagonal", choices=FAMILIES, aliases=("--guide",))
+    """The variational family q(z|x): diagonal (normal, closed-form KL), mixture (of diagonal normals) or flow (a normalizing flow on a diagonal normal)."""
+    components: int = setting(2, minimum=1)
+    """Mixture components K of the mixture family."""
+    flow: str = setting("iaf", choices=FLOWS)
+    """Layers of the flow family: planar, radial, iaf or spline."""
+    flow_depth: int = setting(2, minimum=1)
+    """Number of flow layers of the flow family."""
+
+    def check(self):
+        if self.likelihood == "tokens":
+            raise ConfigError(
+                f"token sequences (text) need the VQ-VAE's embedding network (model='vqvae'), not {self.model!r}"
+            )
 
 
 def temper(z: torch.Tensor, mean: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -22,7 +54,7 @@ def temper(z: torch.Tensor, mean: torch.Tensor, temperature: float) -> torch.Ten
     return mean + temperature * (z - mean)
 
 
-class VAE(nn.Module):
+class VAE(LatentVariableModel):
     """
     A VAE: prior p(z), decoder p(x|z) and amortized guide q(z|x).
 
@@ -36,39 +68,36 @@ class VAE(nn.Module):
     ``(batch,)``. The verbs ``encode``, ``decode``, ``reconstruct``, ``sample``
     and ``interpolate`` work in data space (pixel values in ``[0, 1]``).
 
-    :param torch.nn.Module encoder: maps ``x`` to the distribution q(z|x).
-    :param torch.nn.Module decoder: maps ``z`` to the distribution p(x|z); its
-        last module is a :class:`~pyprobvae.likelihoods.Likelihood`.
-    :param torch.nn.Module prior: maps a batch size to p(z).
-    :param dict spec: the keyword arguments of :func:`build_vae` that rebuild
-        this architecture (stored in checkpoints).
+    The encoder is ``x -> hidden[0] -> ... -> hidden[-1]`` followed by the
+    family's output layer (:func:`~pyprobvae.families.make_family`); the
+    decoder mirrors it, ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood
+    outputs``; the prior is N(0, I).
+
+    :param VAEConfig config: the architecture.
     """
 
-    generative = True
-    """Whether p(z) is a real prior, so that the ELBO and the IWAE estimate bound log p(x)."""
+    Config = VAEConfig
+    description = "the VAE"
 
-    conditional = False
-    """Whether the networks and the prior take labels ``y`` (the :class:`~pyprobvae.models.ConditionalVAE`)."""
+    def __init__(self, config: VAEConfig):
+        super().__init__(config)
+        likelihood = make_likelihood(config.likelihood, config.data_shape, config.num_levels, config.gaussian_scale, config.learn_scale)
+        self.encoder, self.decoder, self.prior = self._networks(config, likelihood)
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: nn.Module, spec: Optional[dict] = None):
-        super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
-        self.prior = prior
-        self.spec = spec
+    def _networks(self, config, likelihood):
+        """``(encoder, decoder, prior)``: the modules the model and guide use."""
+        features = MLP(config.data_shape, config.hidden)
+        family = make_family(config.family, features.out_features, config.latent_dim, config.components, config.flow, config.flow_depth)
+        decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
+        return nn.Sequential(features, family), decoder, StandardNormal(config.latent_dim)
 
     @property
     def likelihood(self):
-        """The :class:`~pyprobvae.likelihoods.Likelihood` ending the decoder."""
         return self.decoder[-1]
 
     @property
     def latent_dim(self) -> int:
-        return self.prior.latent_dim
-
-    @property
-    def data_shape(self) -> Tuple[int, ...]:
-        return self.likelihood.data_shape
+        return self.config.latent_dim
 
     def condition(self, y: Optional[torch.Tensor], batch_size: int) -> tuple:
         """
@@ -151,16 +180,8 @@ class VAE(nn.Module):
     def _decode(self, z, condition):
         return self.decoder(z, *condition).mean
 
-    def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
-        :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
-        :param y: labels, for conditional models only.
-        :return: E[x | z = E_q[z|x]], shape ``(batch, *data_shape)``.
-        """
-        return self.decode(self.encode(x, y), y)
-
     @torch.no_grad()
-    def sample(self, num_samples: int, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample(self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         Draw ``z ~ p(z)``, scale its deviation from the prior mean by the
         temperature, ``z_T = m + T (z - m)``, and decode it. ``T = 1`` samples
@@ -184,8 +205,8 @@ class VAE(nn.Module):
         code, and decode.
 
         :param torch.Tensor x: one input, shape ``(1, *data_shape)``.
-        :param dims: the dimensions to vary, in display order (e.g. by
-            decreasing KL, :func:`~pyprobvae.metrics.kl_per_dimension`).
+        :param dims: the dimensions to vary, in display order (e.g.
+            :meth:`traversal_order`).
         :param torch.Tensor values: the values each dimension takes, ``(steps,)``.
         :param y: the input's label, shape ``(1,)``, for conditional models only.
         :return: decoded images, shape ``(len(dims), steps, *data_shape)``.
@@ -200,6 +221,16 @@ class VAE(nn.Module):
             codes[row, :, d] = values
         condition = tuple(c.expand(codes.shape[0] * codes.shape[1], -1) for c in self.condition(y, 1))
         return self._decode(codes.reshape(-1, self.latent_dim), condition).reshape((len(dims), len(values)) + self.data_shape)
+
+    def traversal_order(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> List[int]:
+        """
+        The latent dimensions by decreasing KL per dimension on ``x`` (closed
+        form) or, where there is none, by decreasing variance of the codes
+        (active units first).
+        """
+        kl = kl_per_dimension(self, x, y) if self.generative else None
+        activity = kl if kl is not None else self.encode(x, y).var(0)
+        return activity.argsort(descending=True).tolist()
 
     def interpolate(
         self,
@@ -236,3 +267,78 @@ class VAE(nn.Module):
             for c0, c1 in zip(self.condition(y0, len(x0)), self.condition(y1, len(x1)))
         )
         return self._decode(path.reshape(-1, self.latent_dim), condition).reshape(path.shape[:2] + self.data_shape)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = 1000, analytic_kl: bool = True) -> dict:
+        """
+        Every held-out number, in nats per example:
+
+        * ``test_elbo``: E_q[log p(x|z)] - KL(q(z|x) || p(z)), one sample per
+          example (closed-form KL where available);
+        * ``test_nll``: -L_K, the IWAE estimate of -log p(x) with
+          ``iwae_samples`` samples (an upper bound on the NLL in expectation,
+          :func:`~pyprobvae.evaluation.metrics.iwae_log_likelihood`);
+        * ``kl``: KL(q(z|x) || p(z)); ``kl_per_dim`` when it has a closed form;
+        * ``recon_nll``: -E_q[log p(x|z)]; ``recon_mse`` per dimension;
+        * ``active_units`` out of ``latent_dim``.
+
+        A model that is not generative (the
+        :class:`~pyprobvae.models.Autoencoder`, whose p(z) is flat) bounds no
+        likelihood: its ``test_elbo``, ``test_nll`` and ``kl`` are None and
+        ``recon_nll`` is -log p(x | f(x)). A conditional model is evaluated
+        given the labels: its bounds are on log p(x|y).
+
+        :param torch.Tensor x: held-out data as the model sees it (see
+            :func:`~pyprobvae.infer.training.evaluation_data`).
+        :param y: labels of ``x``, required by a conditional model.
+        :param int iwae_samples: K of the IWAE estimate.
+        :param bool analytic_kl: closed-form KL where available.
+        """
+        self.eval()
+        self.likelihood.check_data(x, "evaluation data")
+        terms = dataset_elbo(self, x, y, analytic_kl=analytic_kl)
+        active = active_units(self, x, y=y)
+        generative = self.generative
+        kl_dims = kl_per_dimension(self, x, y) if generative else None
+        return {
+            "test_elbo": float(terms.elbo.double().mean()) if generative else None,
+            "test_nll": float(-iwae_log_likelihood(self, x, iwae_samples, y=y).double().mean()) if generative else None,
+            "iwae_samples": iwae_samples if generative else None,
+            "kl": float(terms.kl.double().mean()) if generative else None,
+            "kl_per_dim": None if kl_dims is None else [round(float(v), 6) for v in kl_dims],
+            "recon_nll": float(-terms.log_likelihood.double().mean()),
+            "recon_mse": reconstruction_mse(self, x, y),
+            "active_units": int(active.sum()),
+            "latent_dim": int(active.numel()),
+            "num_examples": len(x),
+        }
+
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
+        self._refuse(label=label, codes=codes, top_k=top_k)
+        return SamplingPlan(num_samples, None, {})
+
+    def exhibits(self, x, y, labels) -> List[Exhibit]:
+        """
+        The latent space (posterior means of the test set), and for image
+        data reconstructions, an interpolation strip between test codes and
+        decoded prior samples.
+        """
+        shown = [Exhibit("latent", "latent", (self.encode(x, y), labels), "posterior means of the test set")]
+        if len(self.data_shape) != 3:
+            return shown
+        generator = torch.Generator().manual_seed(0)
+        first = slice(0, 32)
+        recon = self.reconstruct(x[first], None if y is None else y[first])
+        shown.append(Exhibit("reconstructions", "reconstructions", (x[first], recon), "test inputs and reconstructions"))
+        pairs = torch.randperm(len(x), generator=generator)[:16].to(x.device)
+        ends = (None, None) if y is None else (y[pairs[:8]], y[pairs[8:]])
+        strips = self.interpolate(x[pairs[:8]], x[pairs[8:]], 10, "linear", *ends)
+        shown.append(Exhibit("interpolation", "paths", (strips,), "linear interpolation between test codes"))
+        shown.extend(self._sample_exhibits())
+        return shown
+
+    def _sample_exhibits(self) -> List[Exhibit]:
+        return [Exhibit("samples", "images", (self.sample(64),), "decoded prior samples  z ~ N(0, I)", 8)]
+
+
+__all__ = ["POSTERIOR_MEAN_SAMPLES", "VAE", "VAEConfig", "temper"]

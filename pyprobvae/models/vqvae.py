@@ -6,76 +6,65 @@ codebook and commitment terms as guide factors.
 """
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import List, Optional
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
-from ..quantizer import VectorQuantizer
+from ..config import ConfigError, setting
+from ..evaluation.metrics import code_usage, codes_used, perplexity
+from ..families.quantizer import VectorQuantizer
+from ..infer.training import dataset_elbo
+from ..likelihoods import make_likelihood
+from ..networks import MLP, ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEncoder2d
+from ..priors import CodebookPrior, TransformerPrior, TransformerPriorConfig
+from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
+
+NETWORKS = ("conv", "mlp")
+# Characters per code of the 1-D convolutional VQ-VAE (a power of two): with
+# 64 codes, 6 bits for 2 characters, enough to reconstruct most text.
+TOKENS_PER_CODE = 2
 
 
-class CodebookPrior(TorchDistribution):
+@dataclass
+class VQVAEConfig(ModelConfig):
     """
-    The VQ-VAE's prior as a distribution over grids of codebook vectors:
-    ``z = (e_{k_1}, ..., e_{k_P})`` with the indices ``k`` drawn from a prior
-    over code sequences, uniform,
-
-        p(k) = prod_p 1/K,   log p(k) = -P log K,
-
-    or a learned one (:class:`~pyprobvae.code_prior.TransformerPrior`).
-    ``log_prob(z)`` is ``log p(k(z))`` with ``k(z)`` the codes of ``z``
-    (``z`` must lie on the codebook, as the guide's quantized codes do).
-
-    :param VectorQuantizer quantizer: holds the codebook.
-    :param code_prior: a module with ``log_prob(codes)`` and
-        ``sample(n)`` over ``(n, P)`` code sequences, or None for uniform.
-    :param int batch_size: number of examples.
-    :param int num_positions: codes per example P.
+    The architecture of a :class:`VQVAE`. With ``network="conv"`` images
+    (``data_shape = (C, H, W)``) get the convolutional encoder and decoder of
+    :mod:`pyprobvae.networks.conv`, with a grid of codes per image (4x4 for
+    8x8 digits, 7x7 for 28x28 MNIST), and token sequences
+    (``likelihood="tokens"``, ``data_shape = (L,)``) the 1-D ones, with one
+    code per :data:`TOKENS_PER_CODE` tokens. With ``network="mlp"`` an MLP
+    maps the flattened example to ``num_positions`` codes and back.
     """
 
-    arg_constraints = {}
-    support = constraints.independent(constraints.real, 2)
-
-    def __init__(self, quantizer: VectorQuantizer, code_prior: Optional[nn.Module], batch_size: int, num_positions: int):
-        self.quantizer = quantizer
-        self.code_prior = code_prior
-        self.num_positions = num_positions
-        codebook = quantizer.codebook
-        super().__init__(torch.Size([batch_size]), torch.Size([num_positions, codebook.shape[1]]), validate_args=False)
-
-    def uniform_log_prob(self) -> float:
-        """``-P log K``, the log-probability of any code sequence under the uniform prior."""
-        return -self.num_positions * math.log(self.quantizer.codebook.shape[0])
-
-    def code_log_prob(self, codes: torch.Tensor) -> torch.Tensor:
-        """log p(k) of code sequences ``(batch, P)``, shape ``(batch,)``."""
-        if self.code_prior is None:
-            return torch.full(codes.shape[:-1], self.uniform_log_prob(), device=codes.device)
-        return self.code_prior.log_prob(codes)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self.code_prior is None:  # a constant: no need to look the codes up
-            return value.new_full(value.shape[:-2], self.uniform_log_prob())
-        codes = self.quantizer.nearest(value.reshape((-1,) + value.shape[-2:]))
-        return self.code_log_prob(codes).reshape(value.shape[:-2])
-
-    def sample_codes(self, num_samples: int, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
-        """Code sequences ``(num_samples, P)`` from the prior (temperature and top-k apply to a learned one)."""
-        if self.code_prior is None:
-            size, device = self.quantizer.codebook.shape[0], self.quantizer.codebook.device
-            return torch.randint(size, (num_samples, self.num_positions), device=device)
-        return self.code_prior.sample(num_samples, temperature, top_k)
-
-    def sample(self, sample_shape=torch.Size()):
-        count = math.prod(sample_shape) * self.batch_shape[0]
-        codes = self.sample_codes(count)
-        return self.quantizer.lookup(codes).reshape(sample_shape + self.batch_shape + self.event_shape)
+    model: str = setting("vqvae", choices=("vqvae",))
+    network: str = setting("conv", choices=NETWORKS)
+    """Encoder and decoder: conv (2-D for images, 1-D for text) or mlp."""
+    codebook_size: int = setting(64, minimum=1)
+    """Number of codes K."""
+    code_dim: int = setting(16, minimum=1)
+    """Dimension D of the codes."""
+    beta: float = setting(0.25, minimum=0)
+    """Weight of the commitment term (0.25 in van den Oord et al. 2017)."""
+    ema: bool = False
+    """Learn the codebook by exponential moving averages instead of the codebook term."""
+    decay: float = setting(0.99, above=0, below=1)
+    """Decay of the codebook's moving averages (with ema)."""
+    min_usage: float = setting(0.5, minimum=0, below=1)
+    """Restart a code whose moving-average usage falls below this fraction of an even share (0: never)."""
+    usage_decay: float = setting(0.9, above=0, below=1)
+    """Decay of the usage's moving average."""
+    num_positions: int = setting(16, minimum=1)
+    """Codes per example of the mlp network (the conv networks take it from the data's shape)."""
+    code_prior: Optional[TransformerPriorConfig] = setting(None, derived=True)
+    """The learned prior over the codes, once train-prior has fitted one (stage 2); None: uniform."""
 
 
-class VQVAE(nn.Module):
+class VQVAE(LatentVariableModel):
     """
     A VQ-VAE with P code positions per example and a codebook of K codes in
     R^D. As a Pyro model/guide pair::
@@ -105,41 +94,36 @@ class VQVAE(nn.Module):
     Stage 2 fits ``code_prior`` (a :class:`~pyprobvae.code_prior.TransformerPrior`)
     to the codes of the training set; the same bound then uses it.
 
-    :param torch.nn.Module encoder: ``x -> z_e``, shape ``(batch, P, D)``.
-    :param VectorQuantizer quantizer: the codebook.
-    :param torch.nn.Module decoder: ``z -> p(x|z)``; its last module is a
-        :class:`~pyprobvae.likelihoods.Likelihood`.
-    :param int num_positions: P.
-    :param float beta: weight of the commitment term.
-    :param dict spec: the :func:`~pyprobvae.models.build_vqvae` arguments.
+    The encoder maps ``x`` to ``z_e`` of shape ``(batch, P, D)``; the decoder
+    maps codes to p(x|z), its last module a
+    :class:`~pyprobvae.likelihoods.Likelihood`; ``code_prior`` is the
+    learned prior over code sequences (None: uniform).
+
+    :param VQVAEConfig config: the architecture.
     """
 
-    generative = True
-    conditional = False
+    Config = VQVAEConfig
+    description = "a VQ-VAE"
+    discrete_codes = True
+    unused_training_settings = ("kl_warmup_epochs", "estimator")
+    summary_keys = ("test_nll", "bits_per_dim", "prior", "recon_mse", "recon_accuracy", "codebook_perplexity", "codes_used")
 
-    def __init__(
-        self, encoder: nn.Module, quantizer: VectorQuantizer, decoder: nn.Module, num_positions: int, beta: float = 0.25,
-        spec: Optional[dict] = None,
-    ):
-        super().__init__()
-        if not beta >= 0:
-            raise ValueError(f"the commitment weight beta must be >= 0, got {beta}")
-        self.encoder = encoder
-        self.quantizer = quantizer
-        self.decoder = decoder
-        self.num_positions = num_positions
-        self.beta = beta
-        self.spec = spec
-        self.code_prior = None
+    def __init__(self, config: VQVAEConfig):
+        super().__init__(config)
+        likelihood = make_likelihood(config.likelihood, config.data_shape, config.num_levels, config.gaussian_scale, config.learn_scale)
+        self.encoder, decoder_net, self.num_positions = _networks(config, likelihood)
+        self.decoder = nn.Sequential(decoder_net, likelihood)
+        self.quantizer = VectorQuantizer(
+            config.codebook_size, config.code_dim, ema=config.ema, decay=config.decay,
+            min_usage=config.min_usage, usage_decay=config.usage_decay,
+        )
+        self.beta = config.beta
+        self.code_prior = None if config.code_prior is None else TransformerPrior(config.code_prior)
 
     @property
     def likelihood(self):
         """The :class:`~pyprobvae.likelihoods.Likelihood` ending the decoder."""
         return self.decoder[-1]
-
-    @property
-    def data_shape(self):
-        return self.likelihood.data_shape
 
     @property
     def codebook_size(self) -> int:
@@ -165,6 +149,8 @@ class VQVAE(nn.Module):
         """
         if register:
             pyro.module("decoder", self.decoder)
+            if self.code_prior is not None:
+                pyro.module("code_prior", self.code_prior)
         self.condition(y, x.shape[0])
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior(x.shape[0]))
@@ -189,32 +175,28 @@ class VQVAE(nn.Module):
             pyro.factor("commitment", self.beta * quantized.commitment_loss, has_rsample=True)
 
     @torch.no_grad()
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
+        :param y: must be None.
         :return: the code indices k(x), shape ``(batch, P)``.
         """
+        self.condition(y, x.shape[0])
         return self.quantizer.nearest(self.encoder(x))
 
     @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """
         :param torch.Tensor codes: code indices, shape ``(batch, P)``.
+        :param y: must be None.
         :return: the decoded data (pixel means, or the most likely tokens),
             shape ``(batch, *data_shape)``.
         """
+        self.condition(y, codes.shape[0])
         return self.likelihood.decoded(self.decoder(self.quantizer.lookup(codes)))
 
-    def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
-        :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
-        :return: the decoded codes of ``x``, shape ``(batch, *data_shape)``.
-        """
-        self.condition(y, x.shape[0])
-        return self.decode_codes(self.codes(x))
-
     @torch.no_grad()
-    def sample(self, num_samples: int, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
+    def sample(self, num_samples: int, *, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
         """
         Draw code sequences from the prior and decode them. With the uniform
         prior of stage 1 every code is independent and equally likely
@@ -225,4 +207,128 @@ class VQVAE(nn.Module):
 
         :return: decoded data, shape ``(num_samples, *data_shape)``.
         """
-        return self.decode_codes(self.prior(num_samples).sample_codes(num_samples, temperature, top_k))
+        return self.decode(self.prior(num_samples).sample_codes(num_samples, temperature, top_k))
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = 1000,
+                 analytic_kl: bool = True, batch_size: int = 500) -> dict:
+        """
+        Every held-out number (the bound is exact for a point guide, so
+        ``iwae_samples`` and ``analytic_kl`` do not apply):
+
+        * ``test_nll``: the bound ``-log p(x) <= -log p(x | z_q(x)) - log p(k(x))``
+          in nats per example, under the current prior over codes (``prior``:
+          ``"uniform"``, where ``-log p(k) = P log K``, or ``"transformer"`` once
+          stage 2 has trained one), and the same in ``bits_per_dim``,
+          ``test_nll / (dims * log 2)``;
+        * ``recon_nll``: ``-log p(x | z_q(x))``; ``code_nll``: ``-log p(k(x))``;
+        * ``recon_mse`` per dimension for pixel data, or ``recon_accuracy``, the
+          share of tokens reconstructed exactly, for token data;
+        * ``codebook_perplexity``: ``exp(H)`` of the code usage histogram over
+          the whole evaluation set (:func:`~pyprobvae.evaluation.metrics.code_usage`),
+          between 1 and K; ``codes_used``: how many of the K codes are used at all.
+
+        :param torch.Tensor x: held-out data as the model sees it.
+        :param y: must be None.
+        :param int batch_size: examples per pass.
+        """
+        self.eval()
+        self.condition(y, len(x))
+        self.likelihood.check_data(x, "evaluation data")
+        terms = dataset_elbo(self, x, batch_size=batch_size)
+        counts = code_usage(self, x, batch_size)
+        tokens = not torch.is_floating_point(x)
+        reconstruction_error = 0.0
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size]
+            decoded = self.reconstruct(batch)
+            reconstruction_error += float((decoded == batch).sum() if tokens else (decoded - batch).double().pow(2).sum())
+        nll = float(-terms.elbo.double().mean())
+        result = {
+            "test_nll": nll,
+            "bits_per_dim": nll / (x[0].numel() * math.log(2)),
+            "prior": "uniform" if self.code_prior is None else "transformer",
+            "recon_nll": float(-terms.log_likelihood.double().mean()),
+            "code_nll": float(terms.kl.double().mean()),
+            "codebook_perplexity": perplexity(counts),
+            "codes_used": codes_used(counts),
+            "codebook_size": self.codebook_size,
+            "num_positions": self.num_positions,
+            "num_examples": len(x),
+        }
+        result["recon_accuracy" if tokens else "recon_mse"] = reconstruction_error / x.numel()
+        return result
+
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
+        """``top_k`` restricts each code to the k most likely under a trained prior."""
+        self._refuse(label=label, codes=codes)
+        return SamplingPlan(num_samples, None, {} if top_k is None else {"top_k": top_k})
+
+    def sampling_note(self) -> Optional[str]:
+        if self.code_prior is None:
+            return "no prior trained yet (pyprobvae train-prior RUN): sampling codes from the uniform prior, which ignores --temperature and --top-k"
+        return None
+
+    def interpolate(self, *args, **kwargs):
+        raise ValueError("a VQ-VAE's codes are discrete: there is no path between them to interpolate")
+
+    def traverse(self, *args, **kwargs):
+        raise ValueError("a VQ-VAE's codes are discrete: there are no latent dimensions to traverse")
+
+    traversal_order = traverse
+
+    def exhibits(self, x, y, labels) -> List[Exhibit]:
+        """
+        Reconstructions of test data and decoded codes drawn from the current
+        prior: 32 and 64 for images, 8 and 16 for text.
+        """
+        tokens = not torch.is_floating_point(x)
+        if len(self.data_shape) != 3 and not tokens:
+            return []
+        shown, drawn = (8, 16) if tokens else (32, 64)
+        prior = "the uniform prior" if self.code_prior is None else "the transformer prior"
+        return [
+            Exhibit("reconstructions", "reconstructions", (x[:shown], self.reconstruct(x[:shown])), "test inputs and reconstructions"),
+            Exhibit("samples", "images", (self.sample(drawn),), f"decoded codes drawn from {prior}", 8),
+        ]
+
+    def attach_code_prior(self, config: TransformerPriorConfig) -> TransformerPrior:
+        """
+        Replace the prior over codes by a new :class:`~pyprobvae.priors.TransformerPrior`
+        (its codebook size and positions set to the model's, its codes
+        embedded through the model's codebook vectors), recorded in the
+        model's config so that the checkpoint rebuilds it.
+        """
+        config = config.replace(codebook_size=self.codebook_size, num_positions=self.num_positions, code_dim=self.config.code_dim)
+        codebook = self.quantizer.codebook
+        self.code_prior = TransformerPrior(config).to(codebook.device)
+        self.code_prior.set_code_vectors(codebook)
+        self.config = self.config.replace(code_prior=config)
+        return self.code_prior
+
+    def prior_training_codes(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """The code indices of ``x``, in batches: what stage 2 fits a prior to."""
+        return torch.cat([self.encode(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])
+
+
+def _networks(config: VQVAEConfig, likelihood):
+    """``(encoder, decoder network, P)`` of the config's network for its data."""
+    data_shape = config.data_shape
+    if config.network == "mlp":
+        if config.likelihood == "tokens":
+            raise ConfigError("the mlp network takes real-valued data; use network='conv' for token sequences")
+        encoder = nn.Sequential(
+            MLP(data_shape, config.hidden, config.num_positions * config.code_dim),
+            nn.Unflatten(-1, (config.num_positions, config.code_dim)),
+        )
+        return encoder, MLP((config.num_positions, config.code_dim), config.hidden[::-1], likelihood.num_outputs), config.num_positions
+    if config.likelihood == "tokens":
+        if len(data_shape) != 1:
+            raise ConfigError(f"token sequences have data_shape (length,), got {data_shape}")
+        halvings = TOKENS_PER_CODE.bit_length() - 1
+        encoder = ConvEncoder1d(data_shape[0], config.num_levels, config.code_dim, downsamplings=halvings)
+        return encoder, ConvDecoder1d(data_shape[0], config.code_dim, config.num_levels, upsamplings=halvings), encoder.num_positions
+    if len(data_shape) != 3:
+        raise ConfigError(f"the conv network takes images of shape (channels, height, width), got {data_shape}")
+    encoder = ConvEncoder2d(data_shape, config.code_dim)
+    return encoder, ConvDecoder2d(data_shape, config.code_dim, likelihood.outputs_per_dim), encoder.num_positions

@@ -1,0 +1,145 @@
+"""
+Evaluation of a trained latent-variable model on held-out data, every number
+in nats per example unless said otherwise.
+"""
+
+import math
+from typing import Optional
+
+import torch
+from torch.distributions import Independent, kl_divergence
+
+from ..data import iterate_minibatches
+from ..families.quantizer import code_counts, codes_used, perplexity
+from ..infer.elbo import log_importance_weights
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@torch.no_grad()
+def iwae_log_likelihood(
+    model, x: torch.Tensor, num_samples: int, max_rows: int = 16384, y: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """
+    The importance-weighted estimate of log p(x) (Burda et al. 2016),
+
+        log p(x) >= L_K(x) = E[ log (1/K) sum_k p(x, z_k) / q(z_k|x) ],  z_k ~ q(z|x),
+
+    a lower bound in expectation that increases with K and reaches log p(x) as
+    K -> infinity (K = 1 is the ELBO). Examples are processed a chunk at a
+    time and the K samples in passes of at most ``max_rows`` rows, combined
+    with a running log-sum-exp, so memory stays bounded whatever K is.
+
+    :param model: a module with Pyro ``model(x, register)`` and
+        ``guide(x, register)`` methods.
+    :param torch.Tensor x: data, shape ``(N, *data_shape)``.
+    :param int num_samples: K >= 1.
+    :param int max_rows: most examples-times-samples evaluated at once.
+    :param y: labels of ``x``, for a conditional model (which then bounds
+        log p(x|y)).
+    :return: the estimates, shape ``(N,)``.
+    """
+    if num_samples < 1:
+        raise ValueError(f"the IWAE estimate needs num_samples >= 1, got {num_samples}")
+    samples_per_pass = min(num_samples, max_rows)
+    examples_per_chunk = max(1, max_rows // samples_per_pass)
+    estimates = []
+    for idx in iterate_minibatches(len(x), examples_per_chunk, False, device=x.device):
+        batch = x[idx]
+        labels = None if y is None else y[idx]
+        log_sum = torch.full((len(batch),), -math.inf, device=x.device)
+        for start in range(0, num_samples, samples_per_pass):
+            k = min(samples_per_pass, num_samples - start)
+            args = [t.expand((k,) + t.shape).reshape((k * len(batch),) + t.shape[1:]) for t in (batch, labels) if t is not None]
+            log_w = log_importance_weights(model.model, model.guide, *args, register=False).reshape(k, len(batch))
+            log_sum = torch.logaddexp(log_sum, log_w.logsumexp(0))
+        estimates.append(log_sum - math.log(num_samples))
+    return torch.cat(estimates)
+
+
+@torch.no_grad()
+def kl_per_dimension(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """
+    The average over examples of KL(q(z_i|x) || p(z_i)) for each latent
+    dimension i, when both q and p factorize over dimensions with a closed-form
+    KL (the diagonal-normal guide and prior); None otherwise. ``y`` are the
+    labels of ``x`` for a conditional model.
+
+    :return: tensor of shape ``(latent_dim,)`` or None.
+    """
+    q = model.posterior(x, y)
+    p = model.prior_distribution(len(x), y)
+    if not (isinstance(q, Independent) and isinstance(p, Independent)):
+        return None
+    try:
+        return kl_divergence(q.base_dist, p.base_dist).mean(0)
+    except NotImplementedError:
+        return None
+
+
+@torch.no_grad()
+def active_units(
+    model, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, y: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """
+    Activity of each latent dimension (Burda et al. 2016): the variance over
+    the data of the posterior mean, ``A_i = Cov_x(E_q[z_i|x])``. A dimension
+    with ``A_i > threshold`` (0.01) is active; an inactive one carries no
+    information about x. ``y`` are the labels of ``x`` for a conditional
+    model.
+
+    :return: boolean tensor of shape ``(latent_dim,)``.
+    """
+    return model.encode(x, y).var(0, unbiased=False) > threshold
+
+
+@torch.no_grad()
+def reconstruction_mse(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> float:
+    """
+    Mean over examples and dimensions of ``(x - E[x | z = E_q[z|x]])^2``
+    (given the labels ``y`` for a conditional model).
+    """
+    return float((model.reconstruct(x, y) - x).pow(2).mean())
+
+
+def evaluate(
+    model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool = True, y: Optional[torch.Tensor] = None
+) -> dict:
+    """
+    Every held-out number of a model, in nats per example:
+    ``model.evaluate(x, y, iwae_samples=..., analytic_kl=...)``, the
+    :meth:`~pyprobvae.models.base.LatentVariableModel.evaluate` of the
+    model's interface (:meth:`pyprobvae.models.VAE.evaluate` lists the
+    numbers of the Gaussian-latent models, :meth:`pyprobvae.models.VQVAE.evaluate`
+    those of the VQ-VAE).
+
+    :param model: a trained model.
+    :param torch.Tensor x: held-out data as the model sees it (see
+        :func:`~pyprobvae.infer.training.evaluation_data`).
+    :param int iwae_samples: K of the IWAE estimate.
+    :param bool analytic_kl: closed-form KL where available.
+    :param y: labels of ``x``, required by a conditional model.
+    """
+    return model.evaluate(x, y, iwae_samples=iwae_samples, analytic_kl=analytic_kl)
+
+
+@torch.no_grad()
+def code_usage(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """
+    How often each code of a model with discrete codes (``model.encode``
+    returns code indices, ``model.codebook_size`` of them) is used over the
+    whole of ``x``: a count per code, shape ``(K,)``, from which
+    :func:`~pyprobvae.families.quantizer.perplexity` and
+    :func:`~pyprobvae.families.quantizer.codes_used` follow (over the whole
+    set, not averaged per batch, which would depend on the batch size).
+    """
+    counts = torch.zeros(model.codebook_size, dtype=torch.long, device=x.device)
+    for idx in iterate_minibatches(len(x), batch_size, False, device=x.device):
+        counts += code_counts(model.encode(x[idx]), model.codebook_size)
+    return counts
+
+
+__all__ = [
+    "ACTIVE_UNIT_THRESHOLD", "active_units", "code_usage", "codes_used", "evaluate", "iwae_log_likelihood",
+    "kl_per_dimension", "perplexity", "reconstruction_mse",
+]

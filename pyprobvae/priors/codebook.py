@@ -1,0 +1,69 @@
+"""
+The prior of a VQ-VAE as a Pyro distribution over grids of codebook vectors.
+"""
+
+import math
+from typing import Optional
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+from torch import nn
+
+
+class CodebookPrior(TorchDistribution):
+    """
+    The VQ-VAE's prior as a distribution over grids of codebook vectors:
+    ``z = (e_{k_1}, ..., e_{k_P})`` with the indices ``k`` drawn from a prior
+    over code sequences, uniform,
+
+        p(k) = prod_p 1/K,   log p(k) = -P log K,
+
+    or a learned one (:class:`~pyprobvae.priors.TransformerPrior`).
+    ``log_prob(z)`` is ``log p(k(z))`` with ``k(z)`` the codes of ``z``
+    (``z`` must lie on the codebook, as the guide's quantized codes do).
+
+    :param quantizer: holds the codebook (a
+        :class:`~pyprobvae.families.quantizer.VectorQuantizer`).
+    :param code_prior: a module with ``log_prob(codes)`` and
+        ``sample(n)`` over ``(n, P)`` code sequences, or None for uniform.
+    :param int batch_size: number of examples.
+    :param int num_positions: codes per example P.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+
+    def __init__(self, quantizer: nn.Module, code_prior: Optional[nn.Module], batch_size: int, num_positions: int):
+        self.quantizer = quantizer
+        self.code_prior = code_prior
+        self.num_positions = num_positions
+        codebook = quantizer.codebook
+        super().__init__(torch.Size([batch_size]), torch.Size([num_positions, codebook.shape[1]]), validate_args=False)
+
+    def uniform_log_prob(self) -> float:
+        """``-P log K``, the log-probability of any code sequence under the uniform prior."""
+        return -self.num_positions * math.log(self.quantizer.codebook.shape[0])
+
+    def code_log_prob(self, codes: torch.Tensor) -> torch.Tensor:
+        """log p(k) of code sequences ``(batch, P)``, shape ``(batch,)``."""
+        if self.code_prior is None:
+            return torch.full(codes.shape[:-1], self.uniform_log_prob(), device=codes.device)
+        return self.code_prior.log_prob(codes)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self.code_prior is None:  # a constant: no need to look the codes up
+            return value.new_full(value.shape[:-2], self.uniform_log_prob())
+        codes = self.quantizer.nearest(value.reshape((-1,) + value.shape[-2:]))
+        return self.code_log_prob(codes).reshape(value.shape[:-2])
+
+    def sample_codes(self, num_samples: int, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
+        """Code sequences ``(num_samples, P)`` from the prior (temperature and top-k apply to a learned one)."""
+        if self.code_prior is None:
+            size, device = self.quantizer.codebook.shape[0], self.quantizer.codebook.device
+            return torch.randint(size, (num_samples, self.num_positions), device=device)
+        return self.code_prior.sample(num_samples, temperature, top_k)
+
+    def sample(self, sample_shape=torch.Size()):
+        count = math.prod(sample_shape) * self.batch_shape[0]
+        codes = self.sample_codes(count)
+        return self.quantizer.lookup(codes).reshape(sample_shape + self.batch_shape + self.event_shape)

@@ -1,0 +1,183 @@
+"""
+Run folders: everything one training run produces, in one directory.
+
+A run folder holds
+
+* ``checkpoint.pt``: the model (for a VQ-VAE with a trained prior over its
+  codes, that prior too), the optimizer and the random state, written
+  atomically after every epoch (:mod:`pyprobvae.infer.checkpoint`); the
+  model's config inside it rebuilds the model;
+* ``config.json``: every setting of the run (:class:`RunConfig`);
+* ``metrics.json``: the held-out evaluation and the per-epoch history;
+* pictures: ``reconstructions.png``, ``samples.png``, ``interpolation.png``,
+  ``latent.png`` and ``curves.png`` (and ``class_interpolation.png`` for a
+  conditional VAE); text runs get ``samples.txt`` and ``reconstructions.txt``;
+* ``classifier.pt``: for labelled data, the classifier that scores samples
+  (:mod:`pyprobvae.evaluation.scores`).
+
+:class:`Run` loads and saves a folder; the verbs that compute with it are in
+:mod:`pyprobvae.runs.verbs`.
+
+Run folders written by pyprobvae 0.1 (checkpoint format 1, with a separate
+``prior.pt``) do not load in 0.2: retrain them.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from ..config import Config, setting
+from ..data import Dataset, load_dataset
+from ..infer import CheckpointError, TrainConfig, evaluation_data, load_checkpoint, save_checkpoint
+from ..infer.loop import resolve_device
+from ..models import ModelConfig, build_model, config_from_dict
+from .writers import write_json
+
+CHECKPOINT = "checkpoint.pt"
+CLASSIFIER = "classifier.pt"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+
+
+@dataclass
+class DataConfig(Config):
+    """The data a run trains on."""
+
+    dataset: str = "digits"
+    """digits (bundled), mnist, fashion-mnist, PATH.npz, text (docstrings of Python's standard library) or text:PATH (a UTF-8 file)."""
+    data_dir: Optional[str] = None
+    """Directory holding the MNIST-format IDX files."""
+
+    def absolute(self) -> "DataConfig":
+        """This config with file paths made absolute, so that the run folder works from anywhere."""
+        dataset, data_dir = self.dataset, self.data_dir
+        if dataset.startswith("text:"):
+            dataset = "text:" + os.path.abspath(dataset[len("text:"):])
+        elif dataset.endswith(".npz"):
+            dataset = os.path.abspath(dataset)
+        return self.replace(dataset=dataset, data_dir=None if data_dir is None else os.path.abspath(data_dir))
+
+
+@dataclass
+class EvaluationConfig(Config):
+    """How a run is evaluated."""
+
+    iwae_samples: int = setting(1000, minimum=1)
+    """K of the importance-weighted estimate of the test NLL."""
+    seed: int = 0
+    """Seeds the Monte Carlo estimates and the scored samples."""
+    scored_samples: int = setting(1000, minimum=2)
+    """Samples decoded and judged by the classifier (labelled image data)."""
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run, as ``config.json`` stores it."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Optional[ModelConfig] = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict:
+        return {
+            "data": self.data.to_dict(), "model": self.model.to_dict(), "train": self.train.to_dict(),
+            "evaluation": self.evaluation.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        return cls(
+            DataConfig.from_dict(data["data"]), config_from_dict(data["model"]), TrainConfig.from_dict(data["train"]),
+            EvaluationConfig.from_dict(data["evaluation"]),
+        )
+
+
+def read_config(directory: str) -> RunConfig:
+    """
+    The :class:`RunConfig` of a run folder (its ``config.json``).
+
+    :raises CheckpointError: when it is missing, unreadable or not a
+        pyprobvae run's config.
+    """
+    path = os.path.join(directory, CONFIG)
+    try:
+        with open(path) as f:
+            return RunConfig.from_dict(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"run folder {directory} has no readable {CONFIG} ({e})") from e
+
+
+def write_config(directory: str, config: RunConfig) -> None:
+    """Write the run's ``config.json`` (atomically)."""
+    write_json(config.to_dict(), os.path.join(directory, CONFIG))
+
+
+class Run:
+    """
+    A trained run loaded from its folder: its config, its model (rebuilt from
+    the checkpoint alone, prior over codes included) and its data.
+
+    :param str directory: the run folder.
+    :param str device: where to put the model.
+    :raises CheckpointError: when the folder has no readable checkpoint.
+    """
+
+    def __init__(self, directory: str, device: str = "cpu"):
+        if not os.path.isdir(directory):
+            raise CheckpointError(f"run folder {directory} does not exist")
+        checkpoint = os.path.join(directory, CHECKPOINT)
+        if not os.path.isfile(checkpoint):
+            raise CheckpointError(f"run folder {directory} has no checkpoint ({CHECKPOINT}); train it first")
+        self.directory = directory
+        self.device = resolve_device(device)
+        self.state = load_checkpoint(checkpoint, map_location=self.device)
+        self.config = read_config(directory)
+        try:
+            self.model = build_model(self.state["model_config"]).to(self.device)
+            self.model.load_state_dict(self.state["model"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint} does not hold a model this version can build ({e})") from e
+        self.model.eval()
+        self.history = self.state["history"]
+        self.prior_history = self.state.get("prior_history")
+        self._datasets = {}
+
+    def path(self, name: str) -> str:
+        """The path of file ``name`` in the run folder."""
+        return os.path.join(self.directory, name)
+
+    def dataset(self, split: str = "test") -> Dataset:
+        """The run's data set, split ``split``, on the run's device (loaded once)."""
+        if split not in self._datasets:
+            data = self.config.data
+            self._datasets[split] = load_dataset(data.dataset, split, data.data_dir).to(self.device)
+        return self._datasets[split]
+
+    def model_data(self, split: str = "test") -> torch.Tensor:
+        """The split as the model sees it (binarized like the held-out data)."""
+        return evaluation_data(self.dataset(split), self.config.train.binarize)
+
+    def model_labels(self, split: str = "test") -> Optional[torch.Tensor]:
+        """The split's labels as the model takes them (None for an unconditional model)."""
+        return self.model.labels(self.dataset(split))
+
+    @property
+    def vocabulary(self) -> Optional[str]:
+        """The characters of a text run's tokens, None for other data."""
+        return self.dataset("test").vocabulary
+
+    def save_model(self, **extra) -> None:
+        """
+        Rewrite the checkpoint with the model as it is now (its config and
+        parameters), keeping the rest of the checkpoint, plus ``extra``
+        entries (e.g. ``prior_history``).
+        """
+        self.state.update(model_config=self.model.config.to_dict(), model=self.model.state_dict(), **extra)
+        self.state.pop("format", None)
+        save_checkpoint(self.state, self.path(CHECKPOINT))
+        self.config.model = self.model.config
+        write_config(self.directory, self.config)

@@ -1,0 +1,169 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pyprobvae.cli import main
+
+SMALL = ["--hidden", "32", "--latent-dim", "2", "--iwae-samples", "20", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    assert main(["train", "--epochs", "2", "--out", out, *SMALL]) == 0
+    return out
+
+
+def test_train_writes_run_folder(run_dir, capsys):
+    for name in ("checkpoint.pt", "config.json", "metrics.json", "reconstructions.png", "samples.png",
+                 "interpolation.png", "latent.png", "curves.png"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert len(metrics["history"]) == 2
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["model"]["hidden"] == [32] and config["model"]["likelihood"] == "categorical"
+
+
+def test_train_prints_summary_and_folder(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", "--epochs", "1", "--out", out, *SMALL]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-2])
+    assert set(summary) >= {"test_elbo", "test_nll", "iwae_samples", "kl", "active_units"}
+    assert lines[-1] == f"run folder: {os.path.abspath(out)}"
+
+
+def test_evaluate_prints_json(run_dir, capsys):
+    assert main(["evaluate", run_dir, "--iwae-samples", "50"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["iwae_samples"] == 50
+    assert result["test_elbo"] < 0 < result["test_nll"]
+    # the IWAE bound is tighter than the ELBO: -test_nll >= test_elbo up to MC noise
+    assert -result["test_nll"] > result["test_elbo"] - 1.0
+    assert 0 <= result["active_units"] <= 2 and result["kl"] >= 0
+
+
+def test_sample_npy_and_png(run_dir, tmp_path):
+    npy = str(tmp_path / "s.npy")
+    assert main(["sample", run_dir, "--n", "5", "--out", npy]) == 0
+    samples = np.load(npy)
+    assert samples.shape == (5, 1, 8, 8)
+    assert samples.min() >= 0 and samples.max() <= 1
+    png = str(tmp_path / "s.png")
+    assert main(["sample", run_dir, "--n", "5", "--out", png]) == 0
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_same_seed_same_output(run_dir, tmp_path):
+    a, b = str(tmp_path / "a.npy"), str(tmp_path / "b.npy")
+    main(["sample", run_dir, "--n", "4", "--out", a, "--seed", "3"])
+    main(["sample", run_dir, "--n", "4", "--out", b, "--seed", "3"])
+    np.testing.assert_array_equal(np.load(a), np.load(b))
+
+
+def test_reconstruct_interpolate_encode(run_dir, tmp_path):
+    assert main(["reconstruct", run_dir, "--n", "6", "--out", str(tmp_path / "r.npy")]) == 0
+    assert np.load(tmp_path / "r.npy").shape == (6, 1, 8, 8)
+    assert main(["interpolate", run_dir, "--pairs", "3", "--steps", "5", "--method", "spherical",
+                 "--out", str(tmp_path / "i.npy")]) == 0
+    assert np.load(tmp_path / "i.npy").shape == (3, 5, 1, 8, 8)
+    assert main(["interpolate", run_dir, "--out", str(tmp_path / "i.png")]) == 0
+    assert main(["encode", run_dir, "--out", str(tmp_path / "z.npy")]) == 0
+    assert np.load(tmp_path / "z.npy").shape == (360, 2)
+
+
+def test_resume_continues_to_more_epochs(tmp_path):
+    out = str(tmp_path / "r")
+    assert main(["train", "--epochs", "1", "--out", out, *SMALL]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--out", out, "--quiet"]) == 0
+    with open(os.path.join(out, "metrics.json")) as f:
+        assert [h["epoch"] for h in json.load(f)["history"]] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--epochs", "-3"], "--epochs: must be a positive integer"),
+        (["train", "--latent-dim", "0"], "--latent-dim: must be a positive integer"),
+        (["train", "--hidden", "4x"], "--hidden"),
+        (["train", "--guide", "nope"], "invalid choice"),
+        (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["train", "--dataset", "mnist"], "data_dir"),
+        (["train", "--device", "cuda:7", "--epochs", "1"], "cuda"),
+        (["train", "--resume"], "--resume needs --out"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(argv, message, capsys, tmp_path):
+    if "--device" in argv:
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a cuda:7")
+    argv = [*argv, "--out", str(tmp_path / "r")] if argv[0] == "train" and "--out" not in argv and "--resume" not in argv else argv
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pyprobvae: error:")
+    assert message in err
+
+
+def test_run_folder_errors(tmp_path, capsys, run_dir):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "missing"), "--out", "x.png"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["sample", run_dir, "--out", str(tmp_path / "x.jpg")]) == 2
+    assert "must end in .png, .txt (text runs) or .npy" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_an_error(tmp_path, capsys, run_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "checkpoint.pt"):
+        with open(os.path.join(run_dir, name), "rb") as f:
+            data = f.read()
+        (broken / name).write_bytes(data[: len(data) // 2] if name == "checkpoint.pt" else data)
+    assert main(["evaluate", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "checkpoint.pt" in err and err.count("\n") == 1
+
+
+def test_console_script_has_no_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "pyprobvae.cli", "train", "--epochs", "0"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_train_on_local_mnist_files(tmp_path, capsys):
+    from pyprobvae.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 64), ("t10k", 32)):
+        write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte.gz"), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte"), rng.integers(0, 10, n, dtype=np.uint8))
+    out = str(tmp_path / "run")
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--epochs", "1", "--out", out, *SMALL]) == 0
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["model"]["likelihood"] == "bernoulli" and config["train"]["binarize"] == "dynamic"
+    assert config["model"]["data_shape"] == [1, 28, 28]
+    capsys.readouterr()
+    assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)
+
+
+def test_bernoulli_on_grey_digits_without_binarization_is_an_error(tmp_path, capsys):
+    argv = ["train", "--likelihood", "bernoulli", "--binarize", "none", "--epochs", "1", "--out", str(tmp_path / "r"), *SMALL]
+    assert main(argv) == 2
+    assert "binarize" in capsys.readouterr().err
