@@ -1,0 +1,217 @@
+"""
+The verbs of a run folder: ``train``, ``train_prior``, ``evaluate``,
+``sample``, ``reconstruct``, ``interpolate``, ``traverse``, ``encode`` and
+``write_pictures``. Each takes a :class:`~pyprobvae.runs.folder.Run` (or a
+folder to train into) and the settings, computes through the model's
+interface (:class:`~pyprobvae.models.base.LatentVariableModel`) and returns
+tensors or numbers; the command line only parses and writes.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import pyro
+import torch
+
+from .. import plots
+from ..data import load_dataset
+from ..evaluation import load_or_train_classifier, sample_scores
+from ..infer import CheckpointError, PriorTrainConfig, TrainConfig, fit
+from ..infer import train_prior as fit_prior
+from ..infer.training import default_binarization
+from ..models import ModelConfig, SamplingPlan, build_model
+from ..priors import TransformerPriorConfig
+from .folder import CHECKPOINT, CLASSIFIER, METRICS, DataConfig, EvaluationConfig, Run, RunConfig, read_config, write_config
+from .writers import write_exhibits, write_json
+
+
+def train(
+    directory: str,
+    data: DataConfig,
+    model: ModelConfig,
+    training: Optional[dict] = None,
+    evaluation: Optional[EvaluationConfig] = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
+    """
+    Train a model into the run folder ``directory``, evaluate it on the test
+    split, and write the metrics and pictures.
+
+    :param str directory: the run folder (created if needed).
+    :param DataConfig data: the data set.
+    :param ModelConfig model: the architecture; completed for the data
+        (:meth:`~pyprobvae.models.base.ModelConfig.for_data`).
+    :param dict training: settings of :class:`~pyprobvae.infer.TrainConfig`;
+        without ``binarize``, the binarization the likelihood needs
+        (:func:`~pyprobvae.infer.training.default_binarization`).
+    :param EvaluationConfig evaluation: how to evaluate the result.
+    :param bool resume: continue the run's checkpoint (only ``epochs`` may
+        differ from the saved settings).
+    :param bool progress: show progress.
+    :return: the metrics written to ``metrics.json``.
+    """
+    data = data.absolute()
+    train_split, test_split = (load_dataset(data.dataset, split, data.data_dir) for split in ("train", "test"))
+    model = model.for_data(train_split)
+    training = dict(training or {})
+    training.setdefault("binarize", default_binarization(model.likelihood, train_split))
+    config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
+    if resume:
+        _check_resumable(directory, config)
+    pyro.set_rng_seed(config.train.seed)
+    built = build_model(config.model)
+    if not resume:
+        write_config(directory, config)
+    history = fit(built, train_split, test_split, config.train, os.path.join(directory, CHECKPOINT), resume, progress)
+    write_config(directory, config)
+    run = Run(directory, config.train.device)
+    metrics = evaluate(run)
+    metrics["history"] = history
+    write_json(metrics, run.path(METRICS))
+    write_pictures(run)
+    return metrics
+
+
+def _check_resumable(directory: str, config: RunConfig) -> None:
+    """Refuse to resume with other data, another model, or a model that has a prior over its codes."""
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"nothing to resume: run folder {directory} does not exist")
+    saved = read_config(directory)
+    if saved.data != config.data:
+        raise CheckpointError(f"cannot resume {directory} on other data: it was trained on {saved.data.dataset}")
+    if getattr(saved.model, "code_prior", None) is not None:
+        raise CheckpointError(
+            f"{directory} has a trained prior over its codes; resuming stage 1 would change the codes it models: "
+            "train a new run instead"
+        )
+    if saved.model != config.model:
+        raise CheckpointError(f"cannot resume {directory} with another architecture: {saved.model} != {config.model}")
+
+
+def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config: Optional[PriorTrainConfig] = None, progress: bool = True) -> dict:
+    """
+    Stage 2 of a model with discrete codes: fit a learned prior over the
+    codes of the training split (raster order), keeping the parameters of
+    the epoch with the lowest NLL on a held-out share of the training codes
+    (``config.validation_share``, chosen by ``config.seed``); store it in the
+    run's checkpoint (atomically), then evaluate again and redraw the
+    pictures with it.
+
+    :param Run run: a run whose model has discrete codes.
+    :param TransformerPriorConfig prior: the prior's architecture.
+    :param PriorTrainConfig config: the training settings.
+    :param bool progress: show progress.
+    :return: the new metrics (also written to ``metrics.json``), with
+        ``prior_history``.
+    """
+    prior, config = prior or TransformerPriorConfig(), config or PriorTrainConfig(device=str(run.device))
+    codes = run.model.prior_training_codes(run.model_data("train"))
+    test_codes = run.model.prior_training_codes(run.model_data("test"))
+    order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(config.seed)).to(codes.device)
+    held_out = max(1, int(config.validation_share * len(codes)))
+    if held_out >= len(codes):
+        raise ValueError(f"the training split has {len(codes)} examples: too few to hold some out for the prior")
+    pyro.set_rng_seed(config.seed)
+    module = run.model.attach_code_prior(prior)
+    history = fit_prior(module, codes[order[held_out:]], test_codes, config, progress, validation_codes=codes[order[:held_out]])
+    run.prior_history = history
+    run.save_model(prior_history=history)
+    metrics = evaluate(run)
+    metrics.update(history=run.history, prior_history=history)
+    write_json(metrics, run.path(METRICS))
+    write_pictures(run)
+    return metrics
+
+
+def evaluate(run: Run, config: Optional[EvaluationConfig] = None) -> dict:
+    """
+    The model's held-out numbers
+    (:meth:`~pyprobvae.models.base.LatentVariableModel.evaluate`) with
+    torch's random state seeded so that the Monte Carlo estimates repeat,
+    and, for labelled image data, ``sample_scores``: the
+    :func:`~pyprobvae.evaluation.sample_scores` of the model's
+    :meth:`~pyprobvae.models.base.LatentVariableModel.scored_samples` against
+    the test images, judged by a classifier trained on the training split
+    and cached in the run folder (``classifier.pt``). The result depends on
+    the run and the seed only.
+    """
+    config = config or run.config.evaluation
+    torch.manual_seed(config.seed)
+    metrics = run.model.evaluate(
+        run.model_data("test"), run.model_labels("test"), iwae_samples=config.iwae_samples, analytic_kl=run.config.train.analytic_kl
+    )
+    train_split = run.dataset("train")
+    if train_split.y is not None and torch.is_floating_point(train_split.x):
+        classifier = load_or_train_classifier(run.path(CLASSIFIER), train_split)
+        real = run.dataset("test").x
+        metrics["sample_scores"] = {}
+        for name, plan in run.model.scored_samples(config.scored_samples, lambda: train_split.x).items():
+            torch.manual_seed(config.seed)
+            samples = run.model.sample(plan.num_samples, **plan.given)
+            metrics["sample_scores"][name] = sample_scores(classifier, samples, real, plan.given.get("y"))
+    return metrics
+
+
+def sampling_plan(run: Run, num_samples: int, label=None, codes=None, top_k=None) -> SamplingPlan:
+    """The model's :meth:`~pyprobvae.models.base.LatentVariableModel.sampling_plan` for a user's options."""
+    return run.model.sampling_plan(num_samples, label=label, codes=codes, top_k=top_k, training_data=lambda: run.dataset("train").x)
+
+
+def sample(run: Run, plan: SamplingPlan, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Decoded draws from the model's prior as ``plan`` says, at a temperature, seeded."""
+    torch.manual_seed(seed)
+    return run.model.sample(plan.num_samples, temperature=temperature, **plan.given)
+
+
+def reconstruct(run: Run, num_examples: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``num_examples`` test examples and their reconstructions."""
+    x, y = run.model_data("test")[:num_examples], run.model_labels("test")
+    return x, run.model.reconstruct(x, None if y is None else y[:num_examples])
+
+
+def interpolate(run: Run, pairs: int = 8, steps: int = 10, method: str = "linear", seed: int = 0) -> torch.Tensor:
+    """Decoded paths between the codes of ``pairs`` random pairs of test examples (chosen by ``seed``)."""
+    x, y = run.model_data("test"), run.model_labels("test")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: 2 * pairs].to(x.device)
+    if len(order) < 2 * pairs:
+        raise ValueError(f"--pairs {pairs} needs {2 * pairs} test examples; the test set has {len(x)}")
+    start, end = order[:pairs], order[pairs:]
+    labels = (None, None) if y is None else (y[start], y[end])
+    return run.model.interpolate(x[start], x[end], steps, method, *labels)
+
+
+def interpolate_classes(run: Run, classes: Tuple[int, int], paths: int = 8, steps: int = 10, seed: int = 0) -> torch.Tensor:
+    """Decoded paths from one class to another with the style held, one row per style."""
+    torch.manual_seed(seed)
+    return run.model.interpolate_classes(*classes, paths, steps)
+
+
+def traverse(run: Run, index: int = 0, num_dims: Optional[int] = None, steps: int = 9, span: float = 3.0) -> torch.Tensor:
+    """
+    Latent traversals of test example ``index``: each dimension swept over
+    ``linspace(-span, span, steps)`` with the others held at its code, in
+    the model's :meth:`~pyprobvae.models.base.LatentVariableModel.traversal_order`,
+    ``num_dims`` of them (all by default).
+
+    :return: images of shape ``(num_dims, steps, *data_shape)``.
+    """
+    x, y = run.model_data("test"), run.model_labels("test")
+    dims = run.model.traversal_order(x, y)[:num_dims]
+    if not 0 <= index < len(x):
+        raise ValueError(f"test example {index} does not exist; the test set has {len(x)}")
+    values = torch.linspace(-span, span, steps, device=x.device)
+    return run.model.traverse(x[index : index + 1], dims, values, None if y is None else y[index : index + 1])
+
+
+def encode(run: Run, split: str = "test") -> torch.Tensor:
+    """The codes of a split: posterior means ``(N, latent_dim)``, or code indices ``(N, positions)``."""
+    return run.model.encode(run.model_data(split), run.model_labels(split))
+
+
+def write_pictures(run: Run) -> None:
+    """The training curves and the model's :meth:`~pyprobvae.models.base.LatentVariableModel.exhibits` on the test data."""
+    plots.save_training_curves(run.history, run.path("curves.png"))
+    torch.manual_seed(0)
+    exhibits = run.model.exhibits(run.model_data("test"), run.model_labels("test"), run.dataset("test").y)
+    write_exhibits(exhibits, run.directory, run.vocabulary)
