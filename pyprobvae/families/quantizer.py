@@ -58,6 +58,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..validation import is_validation_enabled
+
 
 class QuantizerOutput(NamedTuple):
     """
@@ -220,7 +222,12 @@ class VectorQuantizer(nn.Module):
 
     The k-means++ seeding draws from torch's global random number generator
     (which :func:`pyro.set_rng_seed` seeds) on the device of the encoder
-    outputs; the other updates are deterministic.
+    outputs; the other updates are deterministic. After the first training
+    step a forward reads nothing back from the device (the initialization
+    flag is remembered on the host, the usage update and the restarts are
+    masked tensor operations), so that it costs no host synchronisation in a
+    training step; the check that the encoder outputs are finite reads them,
+    and runs only while validation is enabled (:mod:`pyprobvae.validation`).
 
     The defaults ``min_usage=0.5, usage_decay=0.9`` come from
     ``benchmarks/bench_vq.py`` (a convolutional VQ-VAE on digits, K = 64):
@@ -294,6 +301,11 @@ class VectorQuantizer(nn.Module):
             self.codebook = nn.Parameter(codebook)
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("usage", torch.ones(self.codebook_size))
+        self._known_initialized = not kmeans_init  # the buffer, remembered on the host once true
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False  # read the loaded buffer on the next training step
 
     def extra_repr(self) -> str:
         return f"codebook_size={self.codebook_size}, code_dim={self.code_dim}, ema={self.ema}"
@@ -347,8 +359,10 @@ class VectorQuantizer(nn.Module):
         :rtype: QuantizerOutput
         """
         self._check_input(z_e)
-        if self.training and not self.initialized:
-            self._initialize(z_e.detach())
+        if self.training and not self._known_initialized:
+            if not self.initialized:
+                self._initialize(z_e.detach())
+            self._known_initialized = True
         indices = self.nearest(z_e)
         codes = self.codebook[indices]
         z_q = z_e + (codes - z_e).detach()
@@ -371,9 +385,10 @@ class VectorQuantizer(nn.Module):
         self._check_last_dim(z_e, "z_e")
         if z_e.numel() == 0:
             raise ValueError(f"z_e has shape {tuple(z_e.shape)}, with no encoder outputs to quantize")
-        bad = ~torch.isfinite(z_e)
-        if bad.any():
-            raise ValueError(f"z_e contains {int(bad.sum())} NaN or infinite values")
+        if is_validation_enabled():
+            bad = ~torch.isfinite(z_e)
+            if bad.any():
+                raise ValueError(f"z_e contains {int(bad.sum())} NaN or infinite values")
 
     @torch.no_grad()
     def _initialize(self, z_e: torch.Tensor) -> None:
@@ -402,7 +417,9 @@ class VectorQuantizer(nn.Module):
         their nearest codes and ``codes`` (N, D) those codes as the forward
         used them.
         """
-        counts = torch.bincount(indices, minlength=self.codebook_size)
+        counts = torch.zeros(self.codebook_size, dtype=points.dtype, device=points.device).index_add_(
+            0, indices, torch.ones_like(indices, dtype=points.dtype)
+        )
         if self.ema:
             sums = torch.zeros_like(self.code_sum).index_add_(0, indices, points)
             self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
@@ -411,25 +428,27 @@ class VectorQuantizer(nn.Module):
         share = counts.to(self.usage.dtype) * (self.codebook_size / indices.numel())
         self.usage.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
         if self.min_usage > 0:
-            rare = (self.usage < self.min_usage).nonzero().squeeze(-1)
-            if rare.numel():
-                self._restart(rare, points, codes)
+            self._restart(self.usage < self.min_usage, points, codes)
 
     def _restart(self, rare: torch.Tensor, points: torch.Tensor, codes: torch.Tensor) -> None:
         """
-        Move the codes ``rare`` (in increasing order) onto the rows of
-        ``points`` with the largest quantization errors ``||z_n - e_{k_n}||^2``,
-        in decreasing order (ties by row), cycling through the rows if there
-        are more codes than rows; reset their statistics.
+        Move the codes where the mask ``rare`` (K,) is true, in increasing
+        order, onto the rows of ``points`` with the largest quantization
+        errors ``||z_n - e_{k_n}||^2``, in decreasing order (ties by row),
+        cycling through the rows if there are more codes than rows; reset
+        their statistics. Masked updates: nothing is read back to the host.
         """
         errors = (points - codes).pow(2).sum(-1)
         order = torch.argsort(errors, descending=True, stable=True)
-        rows = points[order[torch.arange(rare.numel(), device=order.device) % order.numel()]]
-        self.codebook[rare] = rows
-        self.usage[rare] = 1.0
+        rank = (rare.cumsum(0) - 1).clamp_min(0)  # the j-th restarted code takes the j-th worst row
+        rows = points[order[rank % order.numel()]]
+        mask = rare.unsqueeze(-1)
+        with torch.no_grad():
+            self.codebook.copy_(torch.where(mask, rows.to(self.codebook.dtype), self.codebook))
+        self.usage.copy_(torch.where(rare, torch.ones_like(self.usage), self.usage))
         if self.ema:
-            self.cluster_size[rare] = 1.0
-            self.code_sum[rare] = rows
+            self.cluster_size.copy_(torch.where(rare, torch.ones_like(self.cluster_size), self.cluster_size))
+            self.code_sum.copy_(torch.where(mask, rows, self.code_sum))
 
 
 def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:

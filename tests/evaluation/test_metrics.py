@@ -11,8 +11,14 @@ import torch
 
 from pyprobvae import interpolation
 from pyprobvae.data import Dataset, load_digits
+from pyprobvae.evaluation.metrics import (
+    ACTIVE_UNIT_THRESHOLD,
+    active_units,
+    evaluate,
+    iwae_log_likelihood,
+    kl_per_dimension,
+)
 from pyprobvae.infer.training import TrainConfig, dataset_elbo, fit
-from pyprobvae.evaluation.metrics import ACTIVE_UNIT_THRESHOLD, active_units, evaluate, iwae_log_likelihood, kl_per_dimension
 from pyprobvae.models import build_vae
 
 LATENT = 3

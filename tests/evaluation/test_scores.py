@@ -3,9 +3,8 @@ import math
 import pytest
 import torch
 
+from pyprobvae.data import from_arrays
 from pyprobvae.evaluation import scores
-from pyprobvae.data import from_arrays, load_dataset
-from pyprobvae.infer.checkpoint import CheckpointError, save_checkpoint
 from pyprobvae.evaluation.scores import (
     ClassifierConfig,
     SampleClassifier,
@@ -14,11 +13,7 @@ from pyprobvae.evaluation.scores import (
     sample_scores,
     train_classifier,
 )
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "test")
+from pyprobvae.infer.checkpoint import CheckpointError, save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,13 @@ import math
 import pytest
 import torch
 
-from pyprobvae.families.quantizer import VectorQuantizer, code_counts, codes_used, perplexity
+from pyprobvae.families.quantizer import (
+    VectorQuantizer,
+    code_counts,
+    codes_used,
+    perplexity,
+)
+from pyprobvae.validation import validation_enabled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -445,9 +451,25 @@ def test_bad_arguments_are_rejected(kwargs, name):
     ],
 )
 def test_bad_encoder_outputs_are_rejected(z_e, message):
+    """Shapes and dtypes always; finiteness (which reads the values) under validation."""
     q = VectorQuantizer(4, 2)
-    with pytest.raises(ValueError, match=message):
+    with validation_enabled(), pytest.raises(ValueError, match=message):
         q(z_e)
+
+
+def test_training_step_reads_nothing_back_after_initialization(monkeypatch):
+    """After the k-means step, forward in training mode makes no host read (no .item(), bool() or nonzero())."""
+    q = VectorQuantizer(8, 2, ema=True, min_usage=0.5)
+    q.train()
+    z_e = torch.randn(16, 4, 2, generator=torch.Generator().manual_seed(0))
+    q(z_e)  # initializes by k-means
+    reads = []
+    for name in ("item", "__bool__", "nonzero", "tolist"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _real=real, _name=name, **k: reads.append(_name) or _real(self, *a, **k))
+    for _ in range(3):
+        q(torch.randn(16, 4, 2) * 3)
+    assert reads == []
 
 
 def test_bad_indices_are_rejected():

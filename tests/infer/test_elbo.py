@@ -28,9 +28,9 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.distributions import kl_divergence
 
+from pyprobvae.evaluation.metrics import iwae_log_likelihood
 from pyprobvae.families import DiagonalNormal
 from pyprobvae.infer.elbo import ELBOTerms, elbo_terms, log_importance_weights
-from pyprobvae.evaluation.metrics import iwae_log_likelihood
 from pyprobvae.models import build_vae
 from pyprobvae.priors import StandardNormal
 

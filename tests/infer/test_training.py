@@ -10,18 +10,24 @@ import pyro
 import pytest
 import torch
 
-from pyprobvae.data import Dataset, load_digits
+from pyprobvae.data import Dataset
 from pyprobvae.infer import loop, training
-from pyprobvae.infer.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from pyprobvae.infer.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pyprobvae.infer.elbo import elbo_terms
 from pyprobvae.infer.loop import NonFiniteLossError
-from pyprobvae.infer.training import ELBOLoss, ELBOObjective, TrainConfig, dataset_elbo, fit
-from pyprobvae.models import build_vae
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits("train"), load_digits("test")
+from pyprobvae.infer.training import (
+    ELBOLoss,
+    ELBOObjective,
+    TrainConfig,
+    dataset_elbo,
+    fit,
+)
+from tests.common import tiny_model
 
 
 def _subset(dataset, n, start=0):
@@ -30,9 +36,7 @@ def _subset(dataset, n, start=0):
 
 
 def _vae(likelihood="categorical", init_seed=0, hidden=(32,), latent_dim=3):
-    torch.manual_seed(init_seed)
-    kwargs = {"num_levels": 17} if likelihood == "categorical" else {}
-    return build_vae((1, 8, 8), latent_dim=latent_dim, hidden=hidden, likelihood=likelihood, **kwargs)
+    return tiny_model(seed=init_seed, likelihood=likelihood, hidden=hidden, latent_dim=latent_dim)
 
 
 def _without_seconds(history):

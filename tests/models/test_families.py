@@ -1,16 +1,14 @@
 """Every variational family inside the VAE: training, evaluation, the stratified bound, the CLI."""
 
-import json
 import math
 from dataclasses import replace
 
-import pyro
 import pytest
 import torch
 
 import pyprobvae as ppv
-from pyprobvae.cli import main
 from pyprobvae.infer import elbo_terms, stratified_elbo_terms
+from tests.common import tiny_model
 
 GUIDES = [
     dict(guide="diagonal"),
@@ -29,8 +27,7 @@ def digits():
 
 
 def _vae(options, latent_dim=3):
-    pyro.set_rng_seed(0)
-    return ppv.build_vae((1, 8, 8), latent_dim=latent_dim, hidden=[32], likelihood="categorical", num_levels=17, **options)
+    return tiny_model(latent_dim=latent_dim, hidden=(32,), **options)
 
 
 @pytest.mark.parametrize("options", GUIDES, ids=lambda o: "-".join(str(v) for v in o.values()))
@@ -73,21 +70,3 @@ def test_stratified_needs_a_mixture_guide(digits):
         stratified_elbo_terms(vae.model, vae.guide, digits[1].x[:4])
 
 
-def test_cli_trains_each_family(tmp_path, capsys):
-    for extra in (["--guide", "mixture", "--components", "2", "--estimator", "stratified"],
-                  ["--guide", "flow", "--flow", "radial", "--flow-depth", "3"]):
-        out = str(tmp_path / extra[1])
-        assert main(["train", *extra, "--epochs", "1", "--hidden", "16", "--latent-dim", "2",
-                     "--iwae-samples", "10", "--quiet", "--out", out]) == 0
-        capsys.readouterr()
-        assert main(["evaluate", out, "--iwae-samples", "10"]) == 0
-        assert math.isfinite(json.loads(capsys.readouterr().out)["test_nll"])
-    with open(tmp_path / "flow" / "config.json") as f:
-        spec = json.load(f)["model"]
-    assert (spec["family"], spec["flow"], spec["flow_depth"]) == ("flow", "radial", 3)
-
-
-def test_cli_stratified_with_diagonal_is_an_error(tmp_path, capsys):
-    argv = ["train", "--estimator", "stratified", "--epochs", "1", "--hidden", "16", "--quiet", "--out", str(tmp_path / "r")]
-    assert main(argv) == 2
-    assert "stratified estimator needs" in capsys.readouterr().err

@@ -1,10 +1,7 @@
 """The VQ-VAE as a Pyro model/guide pair, its transformer prior, and the runs and CLI around them."""
 
-import json
 import math
-import os
 
-import numpy as np
 import pyro
 import pytest
 import torch
@@ -12,18 +9,12 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 import pyprobvae as ppv
-from pyprobvae.cli import main
 from pyprobvae.infer import dataset_elbo, elbo_terms
 from pyprobvae.models import VQVAE, build_model
 from pyprobvae.priors import TransformerPrior, TransformerPriorConfig
-from pyprobvae.runs import Run
+from tests.common import tiny_model
 
 DIGITS = (1, 8, 8)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return ppv.load_dataset("digits", "train"), ppv.load_dataset("digits", "test")
 
 
 def build_vqvae(data_shape, **settings):
@@ -31,9 +22,7 @@ def build_vqvae(data_shape, **settings):
 
 
 def _vqvae(ema=False, codebook_size=16, seed=0, code_dim=4, **options):
-    pyro.set_rng_seed(seed)
-    return build_vqvae(DIGITS, codebook_size=codebook_size, code_dim=code_dim, likelihood="categorical", num_levels=17,
-                       ema=ema, **options)
+    return tiny_model("vqvae", seed=seed, codebook_size=codebook_size, code_dim=code_dim, ema=ema, hidden=(256,), **options)
 
 
 def test_elbo_terms_are_reconstruction_uniform_kl_and_penalties(digits):
@@ -144,108 +133,6 @@ def test_evaluation_counts_codes_over_the_whole_set(digits):
     metrics = model.evaluate(x, batch_size=7)
     assert metrics["codebook_perplexity"] == pytest.approx(float(entropy.exp()), rel=1e-9)
     assert metrics["codes_used"] == int((counts > 0).sum())
-
-
-@pytest.mark.slow
-def test_digits_train_prior_sample_end_to_end(tmp_path, capsys):
-    """Stage 1, stage 2, then sampling: the learned prior's samples look like digits, the uniform prior's do not."""
-    out = str(tmp_path / "vq")
-    assert main(["train", "--model", "vqvae", "--epochs", "30", "--quiet", "--out", out]) == 0
-    with open(os.path.join(out, "metrics.json")) as f:
-        stage1 = json.load(f)
-    assert stage1["codes_used"] >= 48 and stage1["prior"] == "uniform"
-    capsys.readouterr()
-    assert main(["sample", out, "--n", "4", "--out", str(tmp_path / "uniform.npy")]) == 0
-    assert "no prior trained yet" in capsys.readouterr().err
-    assert main(["train-prior", out, "--epochs", "20", "--quiet"]) == 0
-    with open(os.path.join(out, "metrics.json")) as f:
-        stage2 = json.load(f)
-    assert stage2["prior"] == "transformer" and len(stage2["prior_history"]) == 20
-    # a learned prior can only tighten the bound: the uniform one is P log K = 66.5 nats on the codes
-    assert stage2["test_nll"] < stage1["test_nll"] - 5
-    uniform, learned = stage1["sample_scores"]["prior"], stage2["sample_scores"]["prior"]
-    assert learned["frechet_distance"] < 0.5 * uniform["frechet_distance"]
-    assert learned["confident_share"] > uniform["confident_share"]
-    capsys.readouterr()
-    assert main(["sample", out, "--n", "8", "--temperature", "0.8", "--top-k", "10", "--out", str(tmp_path / "s.png")]) == 0
-    assert "no prior" not in capsys.readouterr().err
-    assert os.path.getsize(tmp_path / "s.png") > 0
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("text") / "corpus.txt"
-    path.write_text("the quick brown fox jumps over the lazy dog. " * 60)
-    return str(path)
-
-
-def test_text_train_prior_sample_through_the_cli(tmp_path, text_file, capsys):
-    out = str(tmp_path / "text")
-    assert main(["train", "--model", "vqvae", "--dataset", f"text:{text_file}", "--epochs", "2", "--codebook-size", "16",
-                 "--quiet", "--out", out]) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-2])
-    assert 0 <= summary["recon_accuracy"] <= 1 and "recon_mse" not in summary
-    assert os.path.exists(os.path.join(out, "samples.txt"))
-    assert main(["train-prior", out, "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.txt")]) == 0
-    text = (tmp_path / "s.txt").read_text()
-    assert text.count("--- sample") == 3
-    assert capsys.readouterr().out == text + str(tmp_path / "s.txt") + "\n"  # printed and saved
-    assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
-    ids = np.load(tmp_path / "s.npy")
-    assert ids.shape == (3, 64) and ids.dtype == np.int64
-    assert main(["reconstruct", out, "--n", "2", "--out", str(tmp_path / "r.txt")]) == 0
-    assert (tmp_path / "r.txt").read_text().count("--- sample") == 4
-    assert main(["encode", out, "--out", str(tmp_path / "codes.npy")]) == 0
-    assert np.load(tmp_path / "codes.npy").shape[1] == 32
-    capsys.readouterr()
-    assert main(["sample", out, "--out", str(tmp_path / "s.png")]) == 2
-    assert "token data goes to .txt or .npy" in capsys.readouterr().err
-
-
-def test_cli_errors(tmp_path, capsys, digits):
-    vq = str(tmp_path / "vq")
-    assert main(["train", "--model", "vqvae", "--epochs", "1", "--codebook-size", "8", "--code-dim", "2",
-                 "--iwae-samples", "5", "--quiet", "--out", vq]) == 0
-    vae = str(tmp_path / "vae")
-    assert main(["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--iwae-samples", "5",
-                 "--quiet", "--out", vae]) == 0
-    capsys.readouterr()
-    cases = [
-        (["train", "--codebook-size", "8", "--out", str(tmp_path / "x")], "--codebook-size does not apply to --model vae"),
-        (["train", "--model", "vqvae", "--latent-dim", "3", "--out", str(tmp_path / "x")], "--latent-dim does not apply"),
-        (["train", "--dataset", "text", "--out", str(tmp_path / "x")], "need the VQ-VAE"),
-        (["train-prior", vae], "needs a VQ-VAE run"),
-        (["sample", vae, "--top-k", "3", "--out", str(tmp_path / "x.png")], "top-k sampling applies"),
-        (["interpolate", vq, "--out", str(tmp_path / "x.png")], "codes are discrete"),
-        (["traverse", vq, "--out", str(tmp_path / "x.png")], "codes are discrete"),
-        (["sample", vq, "--out", str(tmp_path / "x.txt")], ".txt is for token data"),
-        (["train-prior", vq, "--dropout", "1.5"], "must be in [0, 1)"),
-    ]
-    for argv, message in cases:
-        assert main(argv) == 2, argv
-        assert message in capsys.readouterr().err, argv
-
-
-def test_the_prior_lives_in_the_checkpoint_and_goes_with_retraining(tmp_path, capsys):
-    out = str(tmp_path / "vq")
-    train = ["train", "--model", "vqvae", "--epochs", "1", "--codebook-size", "8", "--code-dim", "2", "--quiet", "--out", out]
-    assert main(train) == 0
-    assert main(["train-prior", out, "--epochs", "1", "--d-model", "8", "--heads", "2", "--layers", "1", "--quiet"]) == 0
-    assert sorted(f for f in os.listdir(out) if f.endswith(".pt")) == ["checkpoint.pt", "classifier.pt"]
-    run = Run(out)  # rebuilt whole from the checkpoint alone
-    assert run.model.code_prior is not None and run.model.config.code_prior.d_model == 8
-    assert len(run.prior_history) == 1
-    with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["model"]["code_prior"]["num_layers"] == 1
-    capsys.readouterr()
-    # resuming stage 1 would change the codes under the prior: refused, nothing lost
-    assert main(train[:-2] + ["--resume", "--epochs", "2", "--out", out]) == 2
-    assert "prior over its codes" in capsys.readouterr().err
-    assert Run(out).model.code_prior is not None
-    assert main(train) == 0  # a new model: the old prior modelled other codes
-    assert Run(out).model.code_prior is None
 
 
 def test_stock_svi_runs_the_vqvae(digits):

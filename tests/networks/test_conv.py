@@ -7,6 +7,11 @@ fields and argument errors.
 import pytest
 import torch
 
+from pyprobvae.likelihoods import (
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    TokenLikelihood,
+)
 from pyprobvae.networks.conv import (
     ConvDecoder1d,
     ConvDecoder2d,
@@ -14,7 +19,6 @@ from pyprobvae.networks.conv import (
     ConvEncoder2d,
     default_downsamplings,
 )
-from pyprobvae.likelihoods import BernoulliLikelihood, CategoricalLikelihood, TokenLikelihood
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

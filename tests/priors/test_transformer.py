@@ -10,11 +10,14 @@ import math
 import pytest
 import torch
 
-from pyprobvae.infer import PriorTrainConfig, prior_training
-from pyprobvae.validation import validation_enabled
-from pyprobvae.infer import train_prior
+from pyprobvae.infer import (
+    NonFiniteLossError,
+    PriorTrainConfig,
+    prior_training,
+    train_prior,
+)
 from pyprobvae.priors import TransformerPrior, TransformerPriorConfig
-from pyprobvae.infer import NonFiniteLossError
+from pyprobvae.validation import validation_enabled
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
