@@ -9,6 +9,10 @@ import torch
 from ..files import atomic_write
 
 
+OLD_FORMATS = {"pyprobvae-checkpoint-1": "pyprobvae 0.1"}
+"""Format tags of earlier versions, which are refused with a message naming the version."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or not a pyprobvae checkpoint."""
 
@@ -47,6 +51,8 @@ def load_checkpoint(path: str, map_location=None) -> dict:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a pyprobvae checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if isinstance(state, dict) and state.get("format") in OLD_FORMATS:
+        raise CheckpointError(f"{path} was written by {OLD_FORMATS[state['format']]}, whose checkpoints this version does not load; train the run again")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pyprobvae checkpoint (expected format {FORMAT!r})")
     return state

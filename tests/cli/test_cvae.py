@@ -20,9 +20,9 @@ def test_cvae_samples_are_classified_as_their_class(tmp_path):
     assert main(["train", "--model", "cvae", "--epochs", "40", "--iwae-samples", "10", "--quiet", "--out", out]) == 0
     with open(os.path.join(out, "metrics.json")) as f:
         scores = json.load(f)["sample_scores"]["prior"]
-    assert scores["conditional_accuracy"] > 0.6
+    assert scores["conditional_accuracy"] > 0.6  # seeds 0-7: 0.85-0.93, mean 0.89, sd 0.03; margin 10 sd
     # and every class is produced: the histogram entropy is near log 10
-    assert scores["class_entropy"] > 0.9 * math.log(10)
+    assert scores["class_entropy"] > 0.9 * math.log(10)  # seeds 0-7: 0.993-0.996 log 10, sd 0.001 log 10; margin > 90 sd
     for name in ("samples.png", "class_interpolation.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0
 

@@ -524,3 +524,10 @@ def test_bernoulli_trains_with_binarize(digits, method):
     after = dataset_elbo(vae, test_x).elbo
     diff = after - before
     assert float(diff.mean()) > 5 * float(diff.std()) / math.sqrt(len(diff))
+
+
+def test_checkpoint_of_an_earlier_version_is_refused_naming_it(tmp_path):
+    old = str(tmp_path / "old.pt")
+    torch.save({"format": "pyprobvae-checkpoint-1", "model": {}}, old)
+    with pytest.raises(CheckpointError, match="written by pyprobvae 0.1.*train the run again"):
+        load_checkpoint(old)

@@ -1,0 +1,100 @@
+"""Settings dataclasses: one home per default, documented, checked, stored and rebuilt exactly."""
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+import pytest
+
+from pyprobvae.cli import make_parser
+from pyprobvae.config import Config, ConfigError, field_docs, setting
+from pyprobvae.evaluation import ClassifierConfig
+from pyprobvae.infer import LoopConfig, PriorTrainConfig, TrainConfig
+from pyprobvae.models import MODELS
+from pyprobvae.priors import TransformerPriorConfig
+from pyprobvae.runs import DataConfig, EvaluationConfig
+
+CONFIGS = [cls.Config for cls in MODELS.values()] + [
+    LoopConfig, TrainConfig, PriorTrainConfig, ClassifierConfig, TransformerPriorConfig, DataConfig, EvaluationConfig,
+]
+
+
+@dataclasses.dataclass
+class Example(Config):
+    """A config for the tests."""
+
+    width: int = setting(4, minimum=1)
+    """How wide."""
+    widths: Tuple[int, ...] = setting((3, 2), minimum=1)
+    """Layer widths."""
+    rate: float = setting(0.5, minimum=0, below=1, what="rate of things")
+    kind: Optional[str] = setting(None, choices=("a", "b"))
+    """Which kind; none for no kind."""
+    flag: bool = False
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_every_setting_is_documented_and_round_trips_through_json(cls):
+    docs = field_docs(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in docs]
+    assert missing == [], f"{cls.__name__}: settings without a docstring: {missing}"
+    if cls.__name__ == "CVAEConfig":
+        return  # needs num_classes from data; covered by tests/models/test_registry.py
+    config = cls()
+    assert cls.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_attribute_docstrings_are_read():
+    assert field_docs(Example) == {"width": "How wide.", "widths": "Layer widths.", "kind": "Which kind; none for no kind."}
+
+
+def test_values_are_converted_to_the_fields_types():
+    config = Example(width=3, widths=[5, 6], rate=0, kind="a")
+    assert config.widths == (5, 6) and isinstance(config.rate, float)
+    assert Example.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(width=0), "width must be >= 1, got 0"),
+        (dict(width=2.5), "width must be an integer, got 2.5"),
+        (dict(width=True), "width must be an integer"),
+        (dict(widths=(3, 0)), "widths must be >= 1, got 0"),
+        (dict(widths="3,2"), "widths must be a sequence of integers"),
+        (dict(rate=1.0), "rate must be < 1, got 1.0"),
+        (dict(rate=float("nan")), "rate must be a number, got nan"),
+        (dict(kind="c"), "unknown kind 'c'; choose one of a, b"),
+        (dict(flag="yes"), "flag must be true or false"),
+        (dict(width=None), "width must be set"),
+    ],
+)
+def test_bad_values_name_the_setting(settings, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Example(**settings)
+
+
+def test_from_dict_names_unknown_settings_and_replace_checks():
+    with pytest.raises(ConfigError, match="Example has no setting 'depth'; its settings are flag, kind, rate, width, widths"):
+        Example.from_dict({"depth": 3})
+    with pytest.raises(ConfigError, match="width must be >= 1"):
+        Example().replace(width=-1)
+
+
+def test_defaults_live_in_the_configs_only():
+    """The command line holds no default of a setting: an option left out is absent, and the config's default applies."""
+    args = make_parser().parse_args(["train"])
+    assert {k for k in vars(args)} == {"command", "out", "resume", "quiet"}
+    assert TrainConfig().epochs == 100  # the one default of the number of epochs (the CLI's, the API's)
+    help_text = make_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "Passes over the training data. (default: 100)" in help_text
+
+
+def test_every_user_setting_of_every_model_is_a_train_option():
+    train = make_parser()._subparsers._group_actions[0].choices["train"]
+    options = {action.dest for action in train._actions}
+    for cls in CONFIGS:
+        if cls in (PriorTrainConfig, ClassifierConfig, TransformerPriorConfig, EvaluationConfig, LoopConfig):
+            continue
+        user = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
+        assert user <= options, (cls.__name__, user - options)
