@@ -6,37 +6,48 @@ Variational families compared on digits, in nats, and their cost per step.
    likelihood) trained with every guide family for the same epochs, data and
    seed; test ELBO, IWAE NLL (K=1000), the spread of the single-sample ELBO
    estimator on the test set, and seconds per epoch;
-2. scaling: milliseconds per training step against the flow depth and the
-   number of mixture components (it should grow linearly).
+2. scaling: milliseconds per training step (``Trainer.step``, the step of
+   ``fit``) against the flow depth and the number of mixture components (it
+   should grow linearly), every configuration timed in the same interleaved
+   rounds (``_harness.interleaved``), with its ratio to the diagonal family.
 
 Usage::
 
-    python benchmarks/bench_families.py [--epochs 100] [--quick] [--skip results|scaling] [--json PATH] [--markdown PATH]
+    python benchmarks/bench_families.py [--epochs 100] [--quick] [--skip results|scaling]
+        [--threads 1] [--seed 0] [--device cpu] [--json PATH] [--markdown PATH]
 """
 
 import argparse
-import json
-import time
 
 import pyro
 import torch
 
 import pyprobvae as ppv
-from pyprobvae.infer import ELBOLoss, dataset_elbo, train_step
+from pyprobvae.infer import ELBOLoss, dataset_elbo, make_estimator
+from pyprobvae.infer.loop import RandomState, Trainer
+from pyprobvae.infer.training import ELBOObjective
+
+try:
+    import _harness as harness
+except ImportError:  # imported as benchmarks.bench_families
+    from benchmarks import _harness as harness
 
 GUIDES = [
-    ("diagonal", dict(guide="diagonal"), "pathwise"),
-    ("mixture K=2, pathwise", dict(guide="mixture", components=2), "pathwise"),
-    ("mixture K=2, stratified", dict(guide="mixture", components=2), "stratified"),
-    ("mixture K=5, pathwise", dict(guide="mixture", components=5), "pathwise"),
-    ("mixture K=5, stratified", dict(guide="mixture", components=5), "stratified"),
+    ("diagonal", dict(family="diagonal"), "pathwise"),
+    ("mixture K=2, pathwise", dict(family="mixture", components=2), "pathwise"),
+    ("mixture K=2, stratified", dict(family="mixture", components=2), "stratified"),
+    ("mixture K=5, pathwise", dict(family="mixture", components=5), "pathwise"),
+    ("mixture K=5, stratified", dict(family="mixture", components=5), "stratified"),
 ] + [
-    (f"flow {flow}, depth {depth}", dict(guide="flow", flow=flow, flow_depth=depth), "pathwise")
+    (f"flow {flow}, depth {depth}", dict(family="flow", flow=flow, flow_depth=depth), "pathwise")
     for flow in ("planar", "radial", "iaf", "spline")
     for depth in (2, 8)
 ]
 MODEL = dict(latent_dim=8, hidden=[256], likelihood="categorical")
 ESTIMATOR_REPEATS = 50
+BATCH_SIZE, LR = 128, 1e-3
+# (warm-up steps, rounds, steps per round) of the scaling section
+SCALING_TIMING = {"full": (10, 10, 5), "quick": (2, 3, 2)}
 
 
 @torch.no_grad()
@@ -46,48 +57,72 @@ def elbo_estimator_std(model, x, analytic_kl):
     return float(draws.std(0).mean())
 
 
-def train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples):
-    pyro.set_rng_seed(0)
-    model = ppv.build_vae(train.data_shape, num_levels=train.num_levels, **MODEL, **options)
-    history = ppv.fit(model, train, test, ppv.TrainConfig(epochs=epochs, estimator=estimator, seed=0), progress=False)
-    torch.manual_seed(0)
-    metrics = ppv.evaluate(model, test.x, iwae_samples)
+def build(options, dataset):
+    """The default digits VAE with the family ``options``, for ``dataset``."""
+    return ppv.build_model(ppv.model_config("vae", **MODEL, **options).for_data(dataset))
+
+
+def train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples, seed, device):
+    pyro.set_rng_seed(seed)
+    model = build(options, train)
+    config = ppv.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, estimator=estimator, seed=seed, device=str(device))
+    history = ppv.fit(model, train, test, config, progress=False)
+    torch.manual_seed(seed)
+    metrics = ppv.evaluate(model, test.x.to(device), iwae_samples)
     return {
         "guide": name,
         "test_elbo": metrics["test_elbo"],
         "test_nll": metrics["test_nll"],
-        "elbo_std": elbo_estimator_std(model, test.x, analytic_kl=True),
+        "elbo_std": elbo_estimator_std(model, test.x.to(device), analytic_kl=True),
         "active_units": metrics["active_units"],
         "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
     }
 
 
-def step_time(options, estimator, x, steps):
-    pyro.set_rng_seed(0)
-    model = ppv.build_vae(x.shape[1:], num_levels=17, **MODEL, **options)
-    loss_fn = ELBOLoss(model, estimator=estimator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(10):
-        train_step(loss_fn, optimizer, x)
-    started = time.perf_counter()
-    for _ in range(steps):
-        train_step(loss_fn, optimizer, x)
-    return (time.perf_counter() - started) / steps * 1e3
+def make_trainer(options, estimator, train, seed, device):
+    """The step of ``fit``: a ``Trainer`` on the ``ELBOObjective`` of ``estimator``, for a fresh model."""
+    pyro.set_rng_seed(seed)
+    model = build(options, train).to(device)
+    config = ppv.TrainConfig(batch_size=BATCH_SIZE, lr=LR, estimator=estimator, seed=seed, device=str(device))
+    objective = ELBOObjective(ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl)))
+    model.train()
+    return Trainer(model, objective, config, RandomState(seed, device))
 
 
-def scaling(train, steps):
-    x = train.x[:128]
-    rows = []
+def scaling_configs():
+    """(what, size, family options, estimator) of every timed configuration; the diagonal family first."""
+    configs = [("diagonal", 0, dict(family="diagonal"), "pathwise")]
     for depth in (1, 2, 4, 8, 16):
         for flow in ("planar", "iaf"):
-            rows.append({"what": f"flow {flow}", "size": depth,
-                         "ms_per_step": step_time(dict(guide="flow", flow=flow, flow_depth=depth), "pathwise", x, steps)})
+            configs.append((f"flow {flow}", depth, dict(family="flow", flow=flow, flow_depth=depth), "pathwise"))
     for components in (1, 2, 4, 8, 16):
         for estimator in ("pathwise", "stratified"):
-            rows.append({"what": f"mixture {estimator}", "size": components,
-                         "ms_per_step": step_time(dict(guide="mixture", components=components), estimator, x, steps)})
-    rows.append({"what": "diagonal", "size": 0, "ms_per_step": step_time(dict(guide="diagonal"), "pathwise", x, steps)})
-    return rows
+            configs.append((f"mixture {estimator}", components, dict(family="mixture", components=components), estimator))
+    return configs
+
+
+def scaling(train, mode, seed, device):
+    """
+    ms per ``Trainer.step`` on one batch of 128 training images for every
+    configuration of :func:`scaling_configs`, all timed in the same
+    interleaved rounds; the window of step sums is read back after each
+    block, outside the clock.
+    """
+    x = train.x[:BATCH_SIZE].to(device)
+    warmup, rounds, steps = SCALING_TIMING[mode]
+    configs = scaling_configs()
+    trainers = {f"{what} {size}": make_trainer(options, estimator, train, seed, device)
+                for what, size, options, estimator in configs}
+    candidates = {name: (lambda i, trainer=trainer: trainer.step(x)) for name, trainer in trainers.items()}
+    timing = harness.interleaved(candidates, rounds=rounds, steps=steps, warmup=warmup, reference="diagonal 0",
+                                 after=lambda name: trainers[name].check(0), device=device)
+    rows = []
+    for (what, size, _, _), name in zip(configs, trainers):
+        ratio = timing["ratios"][name]
+        rows.append({"what": what, "size": size, "ms_per_step": timing["ms_per_step"][name]["median"],
+                     "ms_per_step_q1": timing["ms_per_step"][name]["q1"], "ms_per_step_q3": timing["ms_per_step"][name]["q3"],
+                     "ratio_to_diagonal": ratio["median"], "ratio_ci": [ratio["ci_low"], ratio["ci_high"]]})
+    return rows, timing
 
 
 def results_markdown(rows, epochs, iwae_samples):
@@ -104,44 +139,48 @@ def results_markdown(rows, epochs, iwae_samples):
 
 
 def scaling_markdown(rows):
-    lines = ["| guide | depth or K | ms / step |", "|---|---:|---:|"]
-    lines += [f"| {r['what']} | {r['size']} | {r['ms_per_step']:.2f} |" for r in rows]
+    lines = ["| guide | depth or K | ms / step | / diagonal |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['size']} | {r['ms_per_step']:.2f} | {r['ratio_to_diagonal']:.2f}x |" for r in rows]
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    harness.add_common_arguments(parser, quick="2 epochs, K=50, few steps: a smoke run")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--iwae-samples", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="2 epochs, K=50, few steps: a smoke run")
-    parser.add_argument("--json", help="write the numbers as JSON")
     parser.add_argument("--markdown", help="write the tables as Markdown")
     parser.add_argument("--skip", choices=("results", "scaling"), action="append", default=[], help="leave out a section")
     args = parser.parse_args(argv)
-    epochs, iwae_samples, steps = (2, 50, 5) if args.quick else (args.epochs, args.iwae_samples, 50)
-    torch.set_num_threads(1)
-    train, test = ppv.load_dataset("digits", "train"), ppv.load_dataset("digits", "test")
-    print(f"digits, {epochs} epochs, batch 128, Adam 1e-3, seed 0, 1 thread; model {MODEL}")
-    results, rows, tables = [], [], []
-    if "results" not in args.skip:
-        for name, options, estimator in GUIDES:
-            results.append(train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples))
-            r = results[-1]
-            print(f"{name:<26} ELBO {r['test_elbo']:8.2f}  NLL {r['test_nll']:7.2f}  "
-                  f"ELBO std {r['elbo_std']:5.2f}  active {r['active_units']}  {r['seconds_per_epoch']:.2f} s/epoch", flush=True)
-        tables.append(results_markdown(results, epochs, iwae_samples))
-    if "scaling" not in args.skip:
-        rows = scaling(train, steps)
-        tables.append(scaling_markdown(rows))
-    tables = "\n\n".join(tables)
-    print()
-    print(tables)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"epochs": epochs, "iwae_samples": iwae_samples, "results": results, "scaling": rows}, f, indent=2)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(tables + "\n")
+    mode = "quick" if args.quick else "full"
+    epochs, iwae_samples = (2, 50) if args.quick else (args.epochs, args.iwae_samples)
+    with harness.report_stream(args.json):
+        env = harness.start(args)
+        device = args.torch_device
+        train, test = ppv.load_dataset("digits", "train"), ppv.load_dataset("digits", "test")
+        print(f"digits, {epochs} epochs, batch {BATCH_SIZE}, Adam {LR}, seed {args.seed}, {env['torch_threads']} thread(s), "
+              f"{device}; model {MODEL}")
+        harness.settle()
+        results, rows, timing, tables = [], [], None, []
+        if "results" not in args.skip:
+            for name, options, estimator in GUIDES:
+                results.append(train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples, args.seed, device))
+                r = results[-1]
+                print(f"{name:<26} ELBO {r['test_elbo']:8.2f}  NLL {r['test_nll']:7.2f}  "
+                      f"ELBO std {r['elbo_std']:5.2f}  active {r['active_units']}  {r['seconds_per_epoch']:.2f} s/epoch", flush=True)
+            tables.append(results_markdown(results, epochs, iwae_samples))
+        if "scaling" not in args.skip:
+            rows, timing = scaling(train, mode, args.seed, device)
+            harness.print_timing(timing, title="Step time (Trainer.step, batch 128)")
+            tables.append(scaling_markdown(rows))
+        tables = "\n\n".join(tables)
+        print()
+        print(tables)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(tables + "\n")
+        harness.finish(args, {"environment": env, "epochs": epochs, "iwae_samples": iwae_samples, "results": results,
+                              "scaling": rows, "scaling_timing": timing})
 
 
 if __name__ == "__main__":

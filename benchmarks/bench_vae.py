@@ -4,30 +4,29 @@ Benchmarks of pyprobvae against a hand-written PyTorch VAE on the same network.
 
 Sections (see benchmarks/README.md):
 
-1. step time: pyprobvae's training step, a hand-written PyTorch step and stock
-   Pyro ``SVI(..., Trace_ELBO()).step`` on the same network, initial weights
-   and batches, interleaved in alternating blocks within one run;
+1. step time: pyprobvae's training step (``Trainer.step`` with the
+   ``ELBOObjective`` that ``fit`` descends on), a hand-written PyTorch step
+   and stock Pyro ``SVI(..., Trace_ELBO()).step`` on the same network,
+   initial weights and batches, interleaved in rotating blocks within one
+   run (``_harness.interleaved``); before timing, a same-network check that
+   pyprobvae's per-example ELBO, gradients and one optimizer step equal the
+   hand-written ones;
 2. quality: train pyprobvae (``pyprobvae.fit``) and the hand-written VAE on
    digits and compare their test NLL (IWAE, K=1000) and test ELBO;
-3. profile (``--profile``): cProfile of pyprobvae steps at digits size.
+3. profile (``--profile``): cProfile of ``Trainer.step`` at digits size.
 
 Usage::
 
-    python benchmarks/bench_vae.py [--quick] [--profile] [--json PATH] [--threads N]
+    python benchmarks/bench_vae.py [--quick] [--profile] [--skip time|quality] [--epochs E]
+        [--threads N] [--seed S] [--device cpu|cuda] [--json PATH]
 """
 
 import argparse
 import copy
 import cProfile
-import datetime
 import gc
-import json
 import math
-import os
-import platform
 import pstats
-import statistics
-import sys
 import time
 
 import pyro
@@ -37,11 +36,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import pyprobvae
 from pyprobvae import TrainConfig, build_vae, fit, load_dataset
 from pyprobvae.data import iterate_minibatches
-from pyprobvae.infer import ELBOLoss, dataset_elbo, train_step
-from pyprobvae.metrics import iwae_log_likelihood
+from pyprobvae.evaluation.metrics import iwae_log_likelihood
+from pyprobvae.infer import ELBOLoss, dataset_elbo, make_estimator
+from pyprobvae.infer.loop import RandomState, Trainer
+from pyprobvae.infer.training import ELBOObjective
+
+try:
+    import _harness as harness
+except ImportError:  # imported as benchmarks.bench_vae
+    from benchmarks import _harness as harness
 
 BATCH_SIZE = 128
 LR = 1e-3
@@ -63,7 +68,8 @@ CONFIGS = {
 TIMING = {"full": (30, 21, 20), "quick": (6, 5, 5)}
 EPOCHS = {"full": 100, "quick": 10}  # 100: the CLI default (digits overfits beyond)
 IWAE_SAMPLES = {"full": 1000, "quick": 100}
-PROFILE_STEPS = 200
+PROFILE_STEPS = {"full": 200, "quick": 20}
+CONTENDERS = ("hand-written", "pyprobvae", "stock Pyro SVI")
 
 
 # --------------------------------------------------------------------------
@@ -172,13 +178,7 @@ def pyprobvae_from_hand(hand, spec):
 # --------------------------------------------------------------------------
 
 
-def header(title):
-    print()
-    print(title)
-    print("=" * len(title))
-
-
-def make_batches(name, spec, num_batches, seed=0):
+def make_batches(name, spec, num_batches, seed, device):
     """A fixed list of full batches that every contender cycles through."""
     g = torch.Generator().manual_seed(seed)
     if name == "mnist-size":
@@ -188,14 +188,54 @@ def make_batches(name, spec, num_batches, seed=0):
         perm = torch.randperm(len(train), generator=g)
         num_batches = min(num_batches, len(train) // BATCH_SIZE)
         x = train[perm[: num_batches * BATCH_SIZE]]
-    return [b.contiguous() for b in x.split(BATCH_SIZE)]
+    return [b.contiguous().to(device) for b in x.split(BATCH_SIZE)]
+
+
+def make_trainer(model, seed, device):
+    """
+    The training step of ``fit``: a :class:`Trainer` over ``model`` descending
+    on the :class:`ELBOObjective` of the pathwise estimator with closed-form
+    KL and no warm-up (``fit``'s defaults), with torch's Adam at ``LR``.
+    """
+    config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed, device=str(device))
+    loss = ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl))
+    trainer = Trainer(model, ELBOObjective(loss, warmup_steps=0), config, RandomState(seed, device))
+    model.train()
+    return trainer
+
+
+def hand_optimizer(hand):
+    return torch.optim.Adam(hand.parameters(), lr=LR)
+
+
+def hand_step(hand, optimizer, x):
+    """
+    One step of the hand-written loop. Like ``Trainer.step`` it reads
+    nothing back from the device (no ``loss.item()``): both steps only queue
+    work, so on the CPU neither pays for a host read per step.
+    """
+    loss = hand.loss(x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _max_relative(pairs):
+    return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in pairs)
 
 
 def equivalence_check(model, hand, x, seed=123):
     """
     Same weights and the same noise: pyprobvae's per-example ELBO terms and
-    gradients must equal the hand-written ones (pyro's Normal.rsample and
-    torch.randn_like draw from the same stream).
+    gradients must equal the hand-written ones (Pyro's Normal.rsample and
+    torch.randn_like draw from the same stream); so must the gradients that
+    one ``Trainer.step`` and one hand-written step descend on, and the
+    updates they make. ``model`` and ``hand`` are modified (pass copies).
+
+    The updates are compared by the norm of their difference relative to
+    the norm of the hand-written update: Adam's first step moves a weight by
+    about ``lr * sign(gradient)``, so a gradient within rounding of zero may
+    move the other way and an elementwise comparison would flag it.
     """
     model.zero_grad(set_to_none=True)
     hand.zero_grad(set_to_none=True)
@@ -206,14 +246,35 @@ def equivalence_check(model, hand, x, seed=123):
     ll, kl = hand.terms(x)
     torch.manual_seed(seed)
     hand.loss(x).backward()
+    ppv_layers, hand_layers = pyprobvae_linears(model), hand.linears()
     d_elbo = float(((terms.log_likelihood - terms.kl) - (ll - kl)).detach().abs().max())
-    d_grad = max(
-        float((a.weight.grad - b.weight.grad).abs().max() / b.weight.grad.abs().max().clamp_min(1e-30))
-        for a, b in zip(pyprobvae_linears(model), hand.linears())
+    d_grad = _max_relative((a.weight.grad, b.weight.grad) for a, b in zip(ppv_layers, hand_layers))
+    elbo_sum = float(terms.elbo.detach().double().sum())
+
+    # one step of each loop from the same weights, with the same noise
+    before = [(a.weight.detach().clone(), b.weight.detach().clone()) for a, b in zip(ppv_layers, hand_layers)]
+    trainer = make_trainer(model, seed, x.device)
+    optimizer = hand_optimizer(hand)
+    torch.manual_seed(seed)
+    trainer.step(x)
+    torch.manual_seed(seed)
+    hand_step(hand, optimizer, x)
+    # the gradients of the step stay in .grad until the next zero_grad
+    d_step_grad = _max_relative((a.weight.grad, b.weight.grad) for a, b in zip(ppv_layers, hand_layers))
+    d_update = max(
+        float(((a.weight.detach() - a0) - (b.weight.detach() - b0)).norm() / (b.weight.detach() - b0).norm().clamp_min(1e-30))
+        for (a, b), (a0, b0) in zip(zip(ppv_layers, hand_layers), before)
     )
-    model.zero_grad(set_to_none=True)
-    hand.zero_grad(set_to_none=True)
-    return {"max_abs_elbo_diff": d_elbo, "max_rel_grad_diff": d_grad, "elbo_mean": float(terms.elbo.detach().mean())}
+    step_sums = trainer.check(0)  # the sums Trainer.step kept: log-likelihood, KL, penalty (float64)
+    d_window = abs(float(step_sums[0] - step_sums[1]) - elbo_sum)
+    return {
+        "max_abs_elbo_diff": d_elbo,
+        "max_rel_grad_diff": d_grad,
+        "max_rel_grad_diff_in_step": d_step_grad,
+        "max_rel_update_diff": d_update,
+        "trainer_window_elbo_sum_diff": d_window,
+        "elbo_mean": elbo_sum / len(x),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -221,137 +282,89 @@ def equivalence_check(model, hand, x, seed=123):
 # --------------------------------------------------------------------------
 
 
-def make_contenders(spec):
-    """Three copies of one initial network, each with its own optimizer."""
-    torch.manual_seed(0)
+def make_contenders(spec, seed, device):
+    """
+    Three copies of one initial network, each with its own optimizer, as
+    ``step(x)`` callables, plus the pyprobvae trainer (whose window of step
+    sums is read between blocks) and the initial networks.
+    """
+    torch.manual_seed(seed)
     base = build_vae(**spec)
-
-    hand = hand_from_pyprobvae(base, spec)
-    hand_opt = torch.optim.Adam(hand.parameters(), lr=LR)
-
-    def hand_step(x):
-        loss = hand.loss(x)
-        hand_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        hand_opt.step()
+    hand = hand_from_pyprobvae(base, spec).to(device)
+    base.to(device)
+    hand_opt = hand_optimizer(hand)
 
     ppv = copy.deepcopy(base)
-    ppv_loss = ELBOLoss(ppv)
-    ppv_opt = torch.optim.Adam(ppv.parameters(), lr=LR)
-
-    def ppv_step(x):
-        train_step(ppv_loss, ppv_opt, x)
+    trainer = make_trainer(ppv, seed, device)
 
     svi_model = copy.deepcopy(base)
     svi = pyro.infer.SVI(svi_model.model, svi_model.guide, pyro.optim.Adam({"lr": LR}), pyro.infer.Trace_ELBO())
 
-    def svi_step(x):
-        svi.step(x)
-
-    contenders = {"hand-written": hand_step, "pyprobvae": ppv_step, "stock Pyro SVI": svi_step}
-    return contenders, base, hand
-
-
-def run_block(step, batches, start, steps):
-    # Each block starts from an empty param store: pyprobvae's and SVI's
-    # copies register their modules under the same names ("encoder",
-    # "decoder"), and SVI must find its own parameters there.
-    pyro.clear_param_store()
-    gc.collect()
-    n = len(batches)
-    t0 = time.perf_counter()
-    for i in range(start, start + steps):
-        step(batches[i % n])
-    return time.perf_counter() - t0
+    steps = {
+        "hand-written": lambda x: hand_step(hand, hand_opt, x),
+        # the real hot path of fit: queued on the device, no host read
+        "pyprobvae": trainer.step,
+        # SVI.step returns the loss as a Python float: one host read per step
+        "stock Pyro SVI": svi.step,
+    }
+    return steps, trainer, base, hand
 
 
-def interleave(contenders, batches, warmup, rounds, block):
-    """
-    Time the contenders in alternating blocks of ``block`` steps: a warm-up
-    of ``warmup`` steps each (in two interleaved halves), then ``rounds``
-    rounds in which every contender runs one block on the same batches, the
-    one going first rotating from round to round.
-
-    :return: dict name -> list of seconds per step, one entry per round.
-    """
-    names = list(contenders)
-    for _ in range(2):
-        for cname in names:
-            run_block(contenders[cname], batches, 0, max(1, warmup // 2))
-    times = {c: [] for c in names}
-    position = 0
-    for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for cname in order:
-            times[cname].append(run_block(contenders[cname], batches, position, block) / block)
-        position += block
-    return times
-
-
-def bench_step_time(name, spec, target, mode):
+def bench_step_time(name, spec, target, mode, seed, device):
     warmup, rounds, block = TIMING[mode]
-    batches = make_batches(name, spec, num_batches=8)
-    contenders, base, hand = make_contenders(spec)
+    batches = make_batches(name, spec, num_batches=8, seed=seed, device=device)
+    steps, trainer, base, hand = make_contenders(spec, seed, device)
     check = equivalence_check(copy.deepcopy(base), copy.deepcopy(hand), batches[0])
-    times = interleave(contenders, batches, warmup, rounds, block)
-    hand_t = times["hand-written"]
-    ratio_ppv = [a / b for a, b in zip(times["pyprobvae"], hand_t)]
-    ratio_svi = [a / b for a, b in zip(times["stock Pyro SVI"], hand_t)]
-    result = {
+
+    def before(contender):
+        # An empty param store before every block (the same cost for every
+        # contender): SVI registers its copy's modules as "encoder" and
+        # "decoder" and must find its own parameters there.
+        pyro.clear_param_store()
+
+    def after(contender):
+        # Read back Trainer.step's window of step sums, outside the clock, as
+        # fit does every log_every steps (it also checks that they are finite).
+        if contender == "pyprobvae":
+            trainer.check(0)
+
+    candidates = {c: (lambda i, step=steps[c]: step(batches[i % len(batches)])) for c in CONTENDERS}
+    timing = harness.interleaved(candidates, rounds=rounds, steps=block, warmup=warmup, reference="hand-written",
+                                 before=before, after=after, device=device)
+    ms = timing["ms_per_step"]
+    ratio = timing["ratios"]["pyprobvae"]
+    return {
         "config": name,
         "spec": spec,
         "batch_size": BATCH_SIZE,
-        "rounds": rounds,
-        "steps_per_block": block,
-        "warmup_steps": warmup,
-        "ms_per_step_median": {c: 1e3 * statistics.median(v) for c, v in times.items()},
-        "ms_per_step_min": {c: 1e3 * min(v) for c, v in times.items()},
-        "ms_per_step_blocks": {c: [round(1e3 * t, 4) for t in v] for c, v in times.items()},
-        "ratio_pyprobvae_over_hand_median": statistics.median(ratio_ppv),
-        "ratio_pyprobvae_over_hand_range": [min(ratio_ppv), max(ratio_ppv)],
-        "ratio_svi_over_hand_median": statistics.median(ratio_svi),
-        "ratio_svi_over_hand_range": [min(ratio_svi), max(ratio_svi)],
+        "timing": timing,
+        "ratio_pyprobvae_over_hand": ratio,
+        "ratio_svi_over_hand": timing["ratios"]["stock Pyro SVI"],
         "target_pyprobvae_over_hand": target,
+        "meets_target": ratio["median"] <= target,
+        "overhead_ms_per_step": ms["pyprobvae"]["median"] - ms["hand-written"]["median"],
         "equivalence_check": check,
     }
-    result["meets_target"] = result["ratio_pyprobvae_over_hand_median"] <= target
-    result["overhead_ms_per_step"] = result["ms_per_step_median"]["pyprobvae"] - result["ms_per_step_median"]["hand-written"]
-    return result
 
 
-def print_step_time(results):
-    header("1. Step time (ms/step, median over interleaved blocks; ratios = median of per-round ratios)")
-    r0 = results[0]
-    print(
-        f"batch {BATCH_SIZE}, Adam lr {LR}; {r0['rounds']} rounds x {r0['steps_per_block']} steps per contender, "
-        f"after {r0['warmup_steps']} warm-up steps each; contenders alternate block by block, "
-        "the starting one rotating every round"
-    )
-    print()
-    cols = f"{'config':<16}{'hand-written':>13}{'pyprobvae':>11}{'stock SVI':>11}{'pyprobvae/hand':>16}{'target':>8}{'ok':>5}{'SVI/hand':>10}"
-    print(cols)
-    print("-" * len(cols))
+def print_step_time(results, device):
+    harness.header(f"1. Step time on {device} (batch {BATCH_SIZE}, Adam lr {LR}; pyprobvae = Trainer.step)")
     for r in results:
-        ms = r["ms_per_step_median"]
-        print(
-            f"{r['config']:<16}{ms['hand-written']:>13.3f}{ms['pyprobvae']:>11.3f}{ms['stock Pyro SVI']:>11.3f}"
-            f"{r['ratio_pyprobvae_over_hand_median']:>15.3f}x{'<= ' + format(r['target_pyprobvae_over_hand'], '.2f'):>8}"
-            f"{'yes' if r['meets_target'] else 'NO':>5}{r['ratio_svi_over_hand_median']:>9.3f}x"
-        )
-    print()
-    for r in results:
-        lo, hi = r["ratio_pyprobvae_over_hand_range"]
-        slo, shi = r["ratio_svi_over_hand_range"]
-        mn = r["ms_per_step_min"]
+        print()
+        print(f"{r['config']}: {r['spec']}")
+        harness.print_timing(r["timing"], width=16)
+        ratio = r["ratio_pyprobvae_over_hand"]
         eq = r["equivalence_check"]
         print(
-            f"{r['config']}: pyprobvae overhead {r['overhead_ms_per_step']:.3f} ms/step; per-round ratio range "
-            f"pyprobvae {lo:.3f}-{hi:.3f}, SVI {slo:.3f}-{shi:.3f}; best blocks (ms) "
-            f"hand {mn['hand-written']:.3f}, pyprobvae {mn['pyprobvae']:.3f}, SVI {mn['stock Pyro SVI']:.3f}"
+            f"pyprobvae / hand-written {ratio['median']:.3f}x (interval {ratio['ci_low']:.3f}-{ratio['ci_high']:.3f}, "
+            f"target <= {r['target_pyprobvae_over_hand']:.2f}: {'met' if r['meets_target'] else 'NOT MET'}); "
+            f"overhead {r['overhead_ms_per_step']:.3f} ms/step"
         )
         print(
-            f"{'':<{len(r['config'])}}  same-network check (same weights, same noise): max |ELBO diff| "
-            f"{eq['max_abs_elbo_diff']:.2e} nats, max relative gradient diff {eq['max_rel_grad_diff']:.2e}"
+            f"same-network check (same weights, same noise): max |ELBO diff| {eq['max_abs_elbo_diff']:.2e} nats, "
+            f"max relative gradient diff {eq['max_rel_grad_diff']:.2e}; in one Trainer.step vs one hand-written step: "
+            f"gradients {eq['max_rel_grad_diff_in_step']:.2e}, updates (norm) {eq['max_rel_update_diff']:.2e}, "
+            f"|sum of the step's ELBO in Trainer's window - ELBO sum| {eq['trainer_window_elbo_sum_diff']:.2e} nats"
         )
 
 
@@ -361,17 +374,19 @@ def print_step_time(results):
 
 
 def train_hand(hand, train_x, epochs, seed):
-    """The loop of ``fit`` for the hand-written VAE: same shuffling, same seeds."""
+    """
+    The loop of ``fit`` for the hand-written VAE: the same shuffling (a CPU
+    generator seeded with ``seed``, ``iterate_minibatches``), the same noise
+    (torch's global generator seeded with ``seed``, as ``RandomState`` does).
+    """
     torch.manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(hand.parameters(), lr=LR)
+    opt = hand_optimizer(hand)
     hand.train()
     for _ in range(epochs):
-        for idx in iterate_minibatches(len(train_x), BATCH_SIZE, True, shuffle):
-            loss = hand.loss(train_x[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for idx in iterate_minibatches(len(train_x), BATCH_SIZE, True, shuffle, train_x.device):
+            hand_step(hand, opt, train_x[idx])
+    harness.synchronize(train_x.device)
     hand.eval()
 
 
@@ -389,21 +404,21 @@ def evaluate_quality(model, test_x, iwae_k, seed=2024):
     return elbo, nll
 
 
-def bench_quality(mode, epochs):
+def bench_quality(mode, epochs, seed, device):
     spec, _ = CONFIGS["digits-default"]
     train = load_dataset("digits", "train")
-    train_x = train.x
-    test_x = load_dataset("digits", "test").x
+    train_x = train.x.to(device)
+    test_x = load_dataset("digits", "test").x.to(device)
     iwae_k = IWAE_SAMPLES[mode]
-    seed = 0
 
     torch.manual_seed(seed)
     model = build_vae(**spec)
-    hand = hand_from_pyprobvae(model, spec)
+    hand = hand_from_pyprobvae(model, spec).to(device)
     hand_other = copy.deepcopy(hand)
 
     t0 = time.perf_counter()
-    fit(model, train, config=TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, seed=seed), progress=False)
+    config = TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, seed=seed, device=str(device))
+    fit(model, train, config=config, progress=False)
     t_ppv = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -415,11 +430,11 @@ def bench_quality(mode, epochs):
     train_hand(hand_other, train_x, epochs, seed + 1)
 
     ppv_elbo, ppv_nll = evaluate_quality(model, test_x, iwae_k)
-    hand_as_ppv = pyprobvae_from_hand(hand, spec).eval()
+    hand_as_ppv = pyprobvae_from_hand(hand, spec).to(device).eval()
     hand_elbo_ppv, hand_nll = evaluate_quality(hand_as_ppv, test_x, iwae_k)
     torch.manual_seed(2024)
     hand_elbo_own = hand_elbo(hand, test_x)
-    other_elbo, other_nll = evaluate_quality(pyprobvae_from_hand(hand_other, spec).eval(), test_x, iwae_k)
+    other_elbo, other_nll = evaluate_quality(pyprobvae_from_hand(hand_other, spec).to(device).eval(), test_x, iwae_k)
 
     steps = epochs * math.ceil(len(train_x) / BATCH_SIZE)
     return {
@@ -444,13 +459,13 @@ def bench_quality(mode, epochs):
 
 
 def print_quality(q):
-    header(
+    harness.header(
         f"2. Quality on digits (default model, {q['epochs']} epochs = {q['steps']} steps, batch {BATCH_SIZE}, "
         f"Adam lr {LR}, seed {q['seed']})"
     )
     print(
         f"train {q['num_train']} / test {q['num_test']} images; test NLL = -IWAE bound with K={q['iwae_samples']} "
-        "(pyprobvae.metrics.iwae_log_likelihood for both: the hand-written weights are loaded into a "
+        "(pyprobvae.evaluation.metrics.iwae_log_likelihood for both: the hand-written weights are loaded into a "
         "pyprobvae VAE of the same architecture); test ELBO = pyprobvae.infer.dataset_elbo, one sample"
     )
     print()
@@ -458,10 +473,11 @@ def print_quality(q):
     print(cols)
     print("-" * len(cols))
     p, h, o = q["pyprobvae"], q["hand-written"], q["hand-written-seed1"]
-    print(f"{'pyprobvae (fit, seed 0)':<40}{p['test_nll']:>10.3f}{p['test_elbo']:>11.3f}{p['train_seconds']:>9.1f}")
-    print(f"{'hand-written (seed 0)':<40}{h['test_nll']:>10.3f}{h['test_elbo']:>11.3f}{h['train_seconds']:>9.1f}")
+    seed = q["seed"]
+    print(f"{f'pyprobvae (fit, seed {seed})':<40}{p['test_nll']:>10.3f}{p['test_elbo']:>11.3f}{p['train_seconds']:>9.1f}")
+    print(f"{f'hand-written (seed {seed})':<40}{h['test_nll']:>10.3f}{h['test_elbo']:>11.3f}{h['train_seconds']:>9.1f}")
     print(f"{'difference pyprobvae - hand-written':<40}{q['nll_difference']:>+10.3f}{q['elbo_difference']:>+11.3f}")
-    print(f"{'(noise reference) hand-written, seed 1':<40}{o['test_nll']:>10.3f}{o['test_elbo']:>11.3f}")
+    print(f"{f'(noise reference) hand-written, seed {seed + 1}':<40}{o['test_nll']:>10.3f}{o['test_elbo']:>11.3f}")
     print()
     print(
         f"|NLL difference| = {abs(q['nll_difference']):.3f} nats (requirement <= 1 nat: "
@@ -469,8 +485,8 @@ def print_quality(q):
         f"{h['test_elbo_own_code']:.3f}"
     )
     print(
-        "With seed 0 both loops draw the same shuffles and the same noise, so they differ only by float "
-        "rounding; the seed-1 row shows the size of ordinary run-to-run variation."
+        f"With seed {seed} both loops draw the same shuffles and the same noise, so they differ only by float "
+        f"rounding; the seed-{seed + 1} row shows the size of ordinary run-to-run variation."
     )
 
 
@@ -497,22 +513,37 @@ def _group(filename):
     return "other python (stdlib, ...)"
 
 
-def bench_profile(steps=PROFILE_STEPS, top=15):
+def _is(key, file_end, func):
+    return key[0].replace("\\", "/").endswith(file_end) and key[2] == func
+
+
+def bench_profile(steps, seed, device, top=15):
+    """
+    cProfile of ``steps`` calls of ``Trainer.step`` on digits-default after
+    20 warm-up steps, with ``Trainer.check`` every ``log_every`` steps as in
+    ``fit``'s epoch loop.
+    """
     spec, _ = CONFIGS["digits-default"]
-    batches = make_batches("digits-default", spec, num_batches=8)
-    torch.manual_seed(0)
-    model = build_vae(**spec)
-    loss_fn = ELBOLoss(model)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    batches = make_batches("digits-default", spec, num_batches=8, seed=seed, device=device)
+    torch.manual_seed(seed)
+    model = build_vae(**spec).to(device)
+    trainer = make_trainer(model, seed, device)
+    log_every = trainer.config.log_every
     pyro.clear_param_store()
     for i in range(20):
-        train_step(loss_fn, opt, batches[i % len(batches)])
+        trainer.step(batches[i % len(batches)])
+    trainer.check(0)
+    harness.synchronize(device)
     gc.collect()
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
     for i in range(steps):
-        train_step(loss_fn, opt, batches[i % len(batches)])
+        trainer.step(batches[i % len(batches)])
+        if (i + 1) % log_every == 0:
+            trainer.check(0)
+    trainer.check(0)
+    harness.synchronize(device)
     prof.disable()
     wall = time.perf_counter() - t0
 
@@ -527,7 +558,10 @@ def bench_profile(steps=PROFILE_STEPS, top=15):
         g = _group(fname)
         groups[g] = groups.get(g, 0.0) + tt
 
-    header(f"3. Profile: cProfile of {steps} pyprobvae train_step calls, digits-default, batch {BATCH_SIZE}")
+    harness.header(
+        f"3. Profile: cProfile of {steps} Trainer.step calls (Trainer.check every {log_every}), digits-default, "
+        f"batch {BATCH_SIZE}, {device}"
+    )
     print(
         f"wall {wall * 1e3 / steps:.3f} ms/step under the profiler; profiled total {total * 1e3 / steps:.3f} ms/step; "
         f"{sum(r[2] for r in rows) / steps:.0f} Python/C function calls per step"
@@ -552,31 +586,42 @@ def bench_profile(steps=PROFILE_STEPS, top=15):
 
     # Cumulative time of the main phases of a step, and of known overheads.
     def cum(file_end, func):
+        return sum(v[3] for k, v in stats.stats.items() if _is(k, file_end, func))
+
+    def builtins_called_by(file_end, *funcs):
+        # the C calls (detach, sum, stack, to, append) made directly by these functions
         return sum(
-            v[3] for k, v in stats.stats.items() if k[0].replace("\\", "/").endswith(file_end) and k[2] == func
+            timing[3]
+            for k, v in stats.stats.items() if k[0] == "~"
+            for caller, timing in v[4].items() if any(_is(caller, file_end, f) for f in funcs)
         )
 
     phases = [
-        ("elbo_terms: guide + model under Pyro trace/replay, log_prob, KL", cum("pyprobvae/infer/elbo.py", "elbo_terms")),
-        ("  poutine trace get_trace (guide and model runs)", cum("pyro/poutine/trace_messenger.py", "get_trace")),
-        ("    DiagonalNormal.forward (guide head, softplus, Normal)", cum("pyprobvae/families/diagonal.py", "forward")),
-        ("    CategoricalLikelihood.forward (builds QuantizedCategorical)", cum("pyprobvae/likelihoods.py", "forward")),
-        ("    QuantizedCategorical.expand (called by the data plate)", cum("pyprobvae/likelihoods.py", "expand")),
-        ("  log-likelihood: QuantizedCategorical.log_prob", cum("pyprobvae/likelihoods.py", "log_prob")),
-        ("  closed-form KL: torch kl_divergence", cum("torch/distributions/kl.py", "kl_divergence")),
-        ("loss.backward()", cum("torch/_tensor.py", "backward")),
-        ("optimizer.step() (Adam)", cum("torch/optim/optimizer.py", "wrapper")),
-        ("optimizer.zero_grad()", cum("torch/optim/optimizer.py", "zero_grad")),
-        ("loss.item() (NaN check)", sum(v[3] for k, v in stats.stats.items() if k[0] == "~" and "'item'" in k[2])),
+        ("Trainer.step (the whole step)", cum("pyprobvae/infer/loop.py", "step")),
+        ("  ELBOObjective.__call__ (loss and per-example terms)", cum("pyprobvae/infer/training.py", "__call__")),
+        ("    elbo_terms: guide + model under Pyro trace/replay, log_prob, KL", cum("pyprobvae/infer/elbo.py", "elbo_terms")),
+        ("      poutine trace get_trace (guide and model runs)", cum("pyro/poutine/trace_messenger.py", "get_trace")),
+        ("        DiagonalNormal.forward (guide head, softplus, Normal)", cum("pyprobvae/families/diagonal.py", "forward")),
+        ("        CategoricalLikelihood.forward (builds QuantizedCategorical)", cum("pyprobvae/likelihoods.py", "forward")),
+        ("        QuantizedCategorical.expand (called by the data plate)", cum("pyprobvae/likelihoods.py", "expand")),
+        ("      log-likelihood: QuantizedCategorical.log_prob", cum("pyprobvae/likelihoods.py", "log_prob")),
+        ("      closed-form KL: torch kl_divergence", cum("torch/distributions/kl.py", "kl_divergence")),
+        ("  step sums kept on the device (C calls of Trainer.step: detach, sum, stack)",
+         builtins_called_by("pyprobvae/infer/loop.py", "step", "<listcomp>")),
+        ("  loss.backward()", cum("torch/_tensor.py", "backward")),
+        ("  optimizer.step() (Adam)", cum("torch/optim/optimizer.py", "wrapper")),
+        ("  optimizer.zero_grad()", cum("torch/optim/optimizer.py", "zero_grad")),
+        (f"Trainer.check (host read of the step sums, every {log_every} steps)", cum("pyprobvae/infer/loop.py", "check")),
     ]
     print()
     print("cumulative time of the parts of a step (ms/step; nested rows are included in their parent):")
     phase_rows = []
     for label, ct in phases:
-        print(f"  {label:<66}{ct * 1e3 / steps:>8.4f}")
+        print(f"  {label:<78}{ct * 1e3 / steps:>8.4f}")
         phase_rows.append({"part": label.strip(), "cumtime_ms_per_step": ct * 1e3 / steps})
     return {
         "steps": steps,
+        "log_every": log_every,
         "wall_ms_per_step_profiled": wall * 1e3 / steps,
         "top_by_tottime": top_rows,
         "tottime_by_origin_ms_per_step": {g: tt * 1e3 / steps for g, tt in groups.items()},
@@ -597,70 +642,31 @@ def _short(fname):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke run: few steps and epochs (< 30 s)")
-    parser.add_argument("--profile", action="store_true", help=f"also cProfile {PROFILE_STEPS} pyprobvae steps")
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    harness.add_common_arguments(parser, quick="smoke run: few steps and epochs (< 30 s)")
+    parser.add_argument("--profile", action="store_true",
+                        help=f"also cProfile {PROFILE_STEPS['full']} Trainer.step calls ({PROFILE_STEPS['quick']} with --quick)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the quality benchmark")
     parser.add_argument("--skip", choices=["time", "quality"], action="append", default=[], help="skip a section")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     epochs = args.epochs or EPOCHS[mode]
 
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    now = datetime.datetime.now().astimezone()
-    env = {
-        "date": now.isoformat(timespec="seconds"),
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "mode": mode,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "pyprobvae": pyprobvae.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-    }
-    print(f"pyprobvae benchmark ({mode}) {env['date']}")
-    print(
-        f"torch {env['torch']} | pyro {env['pyro']} | pyprobvae {env['pyprobvae']} | python {env['python']} | "
-        f"{env['platform']}"
-    )
-    la = env["load_average"]
-    print(
-        f"torch.set_num_threads({args.threads}) -> get_num_threads() = {env['torch_threads']}; "
-        f"interop threads {env['torch_interop_threads']}; {env['cpu_count']} CPU cores"
-        + (f"; load average at start {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}" if la else "")
-    )
-
-    # Move everything allocated so far (modules, data sets) out of the
-    # collector's reach, so that the gc.collect() before each timed block is
-    # cheap and the same for every contender.
-    gc.collect()
-    gc.freeze()
-
-    results = {"environment": env}
-    if "time" not in args.skip:
-        results["step_time"] = [bench_step_time(n, s, t, mode) for n, (s, t) in CONFIGS.items()]
-        print_step_time(results["step_time"])
-    if "quality" not in args.skip:
-        results["quality"] = bench_quality(mode, epochs)
-        print_quality(results["quality"])
-    if args.profile:
-        results["profile"] = bench_profile()
-
-    total = time.perf_counter() - started
-    results["total_seconds"] = total
-    print()
-    print(f"total {total:.1f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-        print(f"wrote {args.json}")
+    with harness.report_stream(args.json):
+        env = harness.start(args)
+        device = args.torch_device
+        harness.settle()
+        results = {"environment": env}
+        if "time" not in args.skip:
+            results["step_time"] = [
+                bench_step_time(n, s, t, mode, args.seed, device) for n, (s, t) in CONFIGS.items()
+            ]
+            print_step_time(results["step_time"], device)
+        if "quality" not in args.skip:
+            results["quality"] = bench_quality(mode, epochs, args.seed, device)
+            print_quality(results["quality"])
+        if args.profile:
+            results["profile"] = bench_profile(PROFILE_STEPS[mode], args.seed, device)
+        harness.finish(args, results)
 
 
 if __name__ == "__main__":

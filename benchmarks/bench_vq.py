@@ -3,7 +3,7 @@
 pyprobvae's vector quantizer against vector-quantize-pytorch on a VQ-VAE.
 
 The same VQ-VAE is trained on the bundled digits (8x8, 17 pixel levels) with
-two quantizers, ``pyprobvae.quantizer.VectorQuantizer`` and
+two quantizers, ``pyprobvae.families.quantizer.VectorQuantizer`` and
 ``vector_quantize_pytorch.VectorQuantize`` (the "peer"). Everything else is
 shared:
 
@@ -59,44 +59,45 @@ Reported on the whole test set (360 images), in evaluation mode: the MSE per
 pixel of the decoder's mean, the categorical NLL in nats per image, the
 quantization error ``sum_p ||z_e - e_k||^2`` per image, the number of codes
 used and the perplexity exp(H) of the code usage (both from
-``pyprobvae.quantizer.code_counts``, ``codes_used`` and ``perplexity`` for
+``pyprobvae.families.quantizer.code_counts``, ``codes_used`` and ``perplexity`` for
 every contender). Step time: every training step of every contender is timed
 (zero_grad, forward, backward, Adam), the contenders take turns on each batch
 with the first one rotating, and the median over full batches after
-``--warmup`` steps is reported.
+``--warmup`` steps is reported, with the median of the per-batch ratios to
+pyprobvae in the same setting and a distribution-free interval for it
+(``_harness.paired_ratio``). The quantizer alone is timed in interleaved
+rounds (``_harness.interleaved``).
 
 Usage::
 
     pip install vector-quantize-pytorch   # optional benchmark dependency
-    python benchmarks/bench_vq.py [--epochs 30] [--codebook-size 64] [--code-dim 16]
-        [--batch-size 128] [--lr 1e-3] [--seed 0] [--threads 1] [--json PATH]
+    python benchmarks/bench_vq.py [--quick] [--epochs 30] [--codebook-size 64] [--code-dim 16]
+        [--batch-size 128] [--lr 1e-3] [--warmup 20] [--seed 0] [--threads 1] [--device cpu] [--json PATH]
 """
 
 import argparse
 import copy
-import datetime
-import gc
-import json
-import os
-import platform
-import shlex
-import statistics
 import sys
 import time
-from importlib import metadata
 
 import torch
 
-import pyprobvae
-from pyprobvae.convnets import ConvDecoder2d, ConvEncoder2d
 from pyprobvae.data import iterate_minibatches, load_dataset
+from pyprobvae.families.quantizer import VectorQuantizer, code_counts, codes_used, perplexity
 from pyprobvae.likelihoods import make_likelihood
-from pyprobvae.quantizer import VectorQuantizer, code_counts, codes_used, perplexity
+from pyprobvae.networks import ConvDecoder2d, ConvEncoder2d
+
+try:
+    import _harness as harness
+except ImportError:  # imported as benchmarks.bench_vq
+    from benchmarks import _harness as harness
 
 BETA = 0.25
 DECAY = 0.99
 PEER_DEAD_CODE_THRESHOLD = 2  # the value in vector-quantize-pytorch's README
-QUANTIZER_ROUNDS, QUANTIZER_CALLS = 30, 10  # the quantizer-alone timing
+# the quantizer-alone timing: (rounds, calls per round), after two rounds' worth of warm-up calls
+QUANTIZER_TIMING = {"full": (30, 10), "quick": (3, 2)}
+QUICK = dict(epochs=2, warmup=2)  # what --quick changes
 
 
 def import_peer():
@@ -257,56 +258,77 @@ def quantizer_settings(vqp, codebook_size, code_dim, positions, batch_size):
 # training
 
 
-def train_interleaved(contenders, train_x, epochs, batch_size, seed, warmup):
+def get_rng_state(device):
+    """torch's global generator state (and the device's, on a GPU): what a contender keeps of its own."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train_interleaved(contenders, train_x, epochs, batch_size, seed, warmup, device):
     """
     Train every contender on the same batches. On each batch the contenders
     take turns, the first one rotating from step to step; each runs with its
-    own RNG state, swapped in and out outside the timed region.
+    own RNG state, swapped in and out outside the timed region. The loss is
+    read back (a host synchronisation) after the clock stops.
     """
     generator = torch.Generator().manual_seed(seed)
     step = 0
-    n = len(contenders)
+    names = [c.name for c in contenders]
+    by_name = {c.name: c for c in contenders}
     for _ in range(epochs):
-        sums = [0.0] * n
+        sums = {name: 0.0 for name in names}
         batches = 0
-        for idx in iterate_minibatches(train_x.size(0), batch_size, shuffle=True, generator=generator):
+        for idx in iterate_minibatches(train_x.size(0), batch_size, shuffle=True, generator=generator, device=train_x.device):
             x = train_x[idx]
             full = idx.numel() == batch_size
-            for j in range(n):
-                i = (step + j) % n
-                c = contenders[i]
-                torch.set_rng_state(c.rng_state)
+            for name in harness.rotated(names, step):
+                c = by_name[name]
+                set_rng_state(c.rng_state, device)
+                harness.synchronize(device)
                 start = time.perf_counter()
                 loss = c.step(x)
+                harness.synchronize(device)
                 seconds = time.perf_counter() - start
-                c.rng_state = torch.get_rng_state()
+                c.rng_state = get_rng_state(device)
                 if step >= warmup and full:
                     c.step_seconds.append(seconds)
-                sums[i] += float(loss) * idx.numel()
+                sums[name] += float(loss) * idx.numel()
             batches += idx.numel()
             step += 1
-        for c, s in zip(contenders, sums):
-            c.epoch_losses.append(s / batches)
+        for name, s in sums.items():
+            by_name[name].epoch_losses.append(s / batches)
             if not torch.isfinite(torch.tensor(s)):
-                raise RuntimeError(f"{c.name}: the training objective is not finite")
+                raise RuntimeError(f"{name}: the training objective is not finite")
     return step
 
 
-def time_quantizers(contenders, train_x, batch_size, rounds, calls):
+def time_quantizers(contenders, train_x, batch_size, rounds, calls, device):
     """
     The quantizer alone: forward and backward of ``sum(z_q^2) + its losses``
     in training mode (with its codebook updates) on the trained encoder's
-    outputs for one batch, on a copy of each trained quantizer. ``rounds``
-    rounds of ``calls`` calls per contender, the first contender rotating;
-    returns the median over rounds of ms per call, per contender.
+    outputs for one batch, on a copy of each trained quantizer (and of its
+    contender's RNG state). ``rounds`` interleaved rounds of ``calls`` calls
+    per contender after ``2 * calls`` warm-up calls (``harness.interleaved``).
+
+    :return: the :func:`harness.interleaved` result, ratios to pyprobvae (matched).
     """
     with torch.no_grad():
-        inputs = [c.encoder(train_x[:batch_size]) for c in contenders]
-    quantizers = [copy.deepcopy(c.quantizer).train() for c in contenders]
+        inputs = {c.name: c.encoder(train_x[:batch_size]) for c in contenders}
+    quantizers = {c.name: copy.deepcopy(c.quantizer).train() for c in contenders}
+    states = {c.name: c.rng_state for c in contenders}
+    by_name = {c.name: c for c in contenders}
 
-    def call(c, q, z_e):
-        z_e = z_e.detach().requires_grad_()
-        if c.library == "pyprobvae":
+    def call(name):
+        q, z_e = quantizers[name], inputs[name].detach().requires_grad_()
+        if by_name[name].library == "pyprobvae":
             out = q(z_e)
             loss = out.z_q.pow(2).sum() + (out.codebook_loss + BETA * out.commitment_loss).sum()
         else:
@@ -314,18 +336,16 @@ def time_quantizers(contenders, train_x, batch_size, rounds, calls):
             loss = z_q.pow(2).sum() + vq_loss.sum()
         loss.backward()
 
-    blocks = [[] for _ in contenders]
-    n = len(contenders)
-    for r in range(rounds + 2):  # two warm-up rounds
-        for j in range(n):
-            i = (r + j) % n
-            torch.set_rng_state(contenders[i].rng_state)
-            start = time.perf_counter()
-            for _ in range(calls):
-                call(contenders[i], quantizers[i], inputs[i])
-            if r >= 2:
-                blocks[i].append((time.perf_counter() - start) / calls)
-    return [1e3 * statistics.median(b) for b in blocks]
+    def before(name):
+        set_rng_state(states[name], device)
+
+    def after(name):
+        states[name] = get_rng_state(device)
+
+    candidates = {name: (lambda i, name=name: call(name)) for name in by_name}
+    reference = next(c.name for c in contenders if c.library == "pyprobvae" and c.setting == "matched")
+    return harness.interleaved(candidates, rounds=rounds, steps=calls, warmup=2 * calls, reference=reference,
+                               before=before, after=after, device=device)
 
 
 # --------------------------------------------------------------------------
@@ -360,136 +380,117 @@ def markdown_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    harness.add_common_arguments(parser, quick=f"smoke run: {QUICK['epochs']} epochs, {QUICK['warmup']} warm-up steps, "
+                                 f"{QUANTIZER_TIMING['quick'][0]} rounds of the quantizer timing")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     parser.add_argument("--codebook-size", type=int, default=64, help="codebook size K (default 64)")
     parser.add_argument("--code-dim", type=int, default=16, help="code dimension D (default 16)")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and quantizers")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--warmup", type=int, default=20, help="steps left out of the step time (default 20)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-': stdout)")
     args = parser.parse_args(argv)
+    mode = "quick" if args.quick else "full"
+    if args.quick:
+        args.epochs, args.warmup = QUICK["epochs"], QUICK["warmup"]
+    quantizer_rounds, quantizer_calls = QUANTIZER_TIMING[mode]
 
-    vqp = import_peer()
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    command = " ".join(["python"] + [shlex.quote(a) for a in sys.argv])
-    env = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": command,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyprobvae": pyprobvae.__version__,
-        "vector-quantize-pytorch": metadata.version("vector-quantize-pytorch"),
-        "platform": platform.platform(),
-    }
-    log = sys.stderr if args.json == "-" else sys.stdout
-    print(f"command: {command}", file=log)
-    print(
-        f"torch {env['torch']} | pyprobvae {env['pyprobvae']} | vector-quantize-pytorch "
-        f"{env['vector-quantize-pytorch']} | python {env['python']} | {env['platform']}",
-        file=log,
-    )
-    la = env["load_average"]
-    print(
-        f"{env['date']}; torch.set_num_threads({args.threads}) -> {env['torch_threads']}; {env['cpu_count']} CPU cores"
-        + (f"; load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}" if la else ""),
-        file=log,
-    )
+    with harness.report_stream(args.json):
+        vqp = import_peer()
+        env = harness.start(args, extra_versions=("vector-quantize-pytorch",))
+        device = args.torch_device
 
-    train = load_dataset("digits", "train")
-    test = load_dataset("digits", "test")
-    data_shape = tuple(train.x.shape[1:])
-    likelihood = make_likelihood("categorical", data_shape, num_levels=train.num_levels)
-    K, D = args.codebook_size, args.code_dim
+        train = load_dataset("digits", "train")
+        test = load_dataset("digits", "test")
+        train_x, test_x = train.x.to(device), test.x.to(device)
+        data_shape = tuple(train.x.shape[1:])
+        likelihood = make_likelihood("categorical", data_shape, num_levels=train.num_levels).to(device)
+        K, D = args.codebook_size, args.code_dim
 
-    torch.manual_seed(args.seed)
-    encoder = ConvEncoder2d(data_shape, D)
-    decoder = ConvDecoder2d(data_shape, D, likelihood.outputs_per_dim)
-    positions = encoder.num_positions
+        torch.manual_seed(args.seed)
+        encoder = ConvEncoder2d(data_shape, D).to(device)
+        decoder = ConvDecoder2d(data_shape, D, likelihood.outputs_per_dim).to(device)
+        positions = encoder.num_positions
 
-    contenders = []
-    for setting, library, build, note in quantizer_settings(vqp, K, D, positions, args.batch_size):
-        torch.manual_seed(args.seed)  # every quantizer starts from the same RNG state
-        quantizer = build()
-        name = f"{library} ({setting})"
-        contenders.append(
-            Contender(
-                name, setting, library, quantizer, copy.deepcopy(encoder), copy.deepcopy(decoder), likelihood,
-                args.lr, torch.get_rng_state(), note,
+        contenders = []
+        for setting, library, build, note in quantizer_settings(vqp, K, D, positions, args.batch_size):
+            torch.manual_seed(args.seed)  # every quantizer starts from the same RNG state
+            if device.type == "cuda":
+                torch.cuda.manual_seed(args.seed)
+            quantizer = build().to(device)
+            name = f"{library} ({setting})"
+            contenders.append(
+                Contender(
+                    name, setting, library, quantizer, copy.deepcopy(encoder), copy.deepcopy(decoder), likelihood,
+                    args.lr, get_rng_state(device), note,
+                )
             )
+        print(
+            f"digits: {train.x.shape[0]} train / {test.x.shape[0]} test images {data_shape}, {train.num_levels} levels; "
+            f"K={K} codes of D={D} at P={positions} positions; {args.epochs} epochs, batch {args.batch_size}, "
+            f"Adam lr {args.lr}, seed {args.seed}, {device}"
         )
-    print(
-        f"digits: {train.x.shape[0]} train / {test.x.shape[0]} test images {data_shape}, {train.num_levels} levels; "
-        f"K={K} codes of D={D} at P={positions} positions; {args.epochs} epochs, batch {args.batch_size}, "
-        f"Adam lr {args.lr}, seed {args.seed}",
-        file=log,
-    )
-    for c in contenders:
-        print(f"  {c.name}: {c.note}", file=log)
+        for c in contenders:
+            print(f"  {c.name}: {c.note}")
 
-    gc.collect()
-    gc.freeze()
-    steps = train_interleaved(contenders, train.x, args.epochs, args.batch_size, args.seed, args.warmup)
-    quantizer_ms = time_quantizers(contenders, train.x, args.batch_size, QUANTIZER_ROUNDS, QUANTIZER_CALLS)
+        harness.settle()
+        steps = train_interleaved(contenders, train_x, args.epochs, args.batch_size, args.seed, args.warmup, device)
+        if not contenders[0].step_seconds:
+            raise SystemExit(f"no full batch after {args.warmup} warm-up steps to time: lower --warmup or train longer")
+        quantizer_timing = time_quantizers(contenders, train_x, args.batch_size, quantizer_rounds, quantizer_calls, device)
 
-    rows = []
-    reference = {}
-    for c, q_ms in zip(contenders, quantizer_ms):
-        row = {"setting": c.setting, "library": "pyprobvae" if c.library == "pyprobvae" else "vector-quantize-pytorch"}
-        row.update(c.evaluate(test.x, K))
-        row["final_train_objective"] = c.epoch_losses[-1]
-        row["ms_per_step"] = 1e3 * statistics.median(c.step_seconds)
-        row["timed_steps"] = len(c.step_seconds)
-        row["quantizer_ms_per_call"] = q_ms
-        row["description"] = c.note
-        if c.library == "pyprobvae":
-            reference[c.setting] = row["ms_per_step"]
-        rows.append(row)
-    for row in rows:
-        ref = reference.get(row["setting"], reference.get("matched"))
-        row["step_time_ratio"] = row["ms_per_step"] / ref
+        rows = []
+        reference = {}
+        for c in contenders:
+            if c.library == "pyprobvae":
+                reference[c.setting] = c
+        for c in contenders:
+            row = {"setting": c.setting, "library": "pyprobvae" if c.library == "pyprobvae" else "vector-quantize-pytorch"}
+            row.update(c.evaluate(test_x, K))
+            row["final_train_objective"] = c.epoch_losses[-1]
+            step_ms = harness.summarize(c.step_seconds)
+            row["ms_per_step"] = step_ms["median"]
+            row["ms_per_step_q1_q3"] = [step_ms["q1"], step_ms["q3"]]
+            row["timed_steps"] = len(c.step_seconds)
+            # the per-batch ratio to pyprobvae in the same setting (to pyprobvae matched for the rotation-trick row)
+            ref = reference.get(c.setting, reference["matched"])
+            ratio = harness.paired_ratio(c.step_seconds, ref.step_seconds)
+            row["step_time_ratio"] = ratio["median"]
+            row["step_time_ratio_ci"] = [ratio["ci_low"], ratio["ci_high"], ratio["coverage"]]
+            row["quantizer_ms_per_call"] = quantizer_timing["ms_per_step"][c.name]["median"]
+            row["quantizer_ratio"] = quantizer_timing["ratios"][c.name]["median"]
+            row["description"] = c.note
+            rows.append(row)
 
-    total = time.perf_counter() - started
-    print(file=log)
-    print(markdown_table(rows), file=log)
-    print(file=log)
-    print(
-        f"{steps} training steps per contender; ms/step is the median over the {rows[0]['timed_steps']} full "
-        f"batches after {args.warmup} warm-up steps, the contenders taking turns on every batch; "
-        "'time / pyprobvae' divides by pyprobvae in the same setting (by pyprobvae matched for the "
-        "rotation-trick row). 'quantizer alone' times forward + backward of the quantizer by itself on one "
-        f"batch of trained encoder outputs (median over {QUANTIZER_ROUNDS} interleaved rounds of "
-        f"{QUANTIZER_CALLS} calls).",
-        file=log,
-    )
-    print(
-        "Loss scale: pyprobvae's commitment loss is a SUM over positions and dimensions per example "
-        f"(weighted by beta={BETA}); the peer's is a MEAN over all batch*P*D elements, weighted by its "
-        f"commitment_weight: {BETA * positions * D:g} = beta*P*D in the matched settings (the same objective), "
-        f"1 in 'defaults' (= beta 1/{positions * D} per example). The train objective column includes these terms.",
-        file=log,
-    )
-    print(f"total {total:.1f} s", file=log)
-
-    if args.json:
-        results = {
+        print()
+        print(markdown_table(rows))
+        print()
+        print(
+            f"{steps} training steps per contender; ms/step is the median over the {rows[0]['timed_steps']} full "
+            f"batches after {args.warmup} warm-up steps, the contenders taking turns on every batch; "
+            "'time / pyprobvae' is the median of the per-batch ratios to pyprobvae in the same setting (to "
+            "pyprobvae matched for the rotation-trick row). 'quantizer alone' times forward + backward of the "
+            f"quantizer by itself on one batch of trained encoder outputs (median over {quantizer_rounds} interleaved "
+            f"rounds of {quantizer_calls} calls)."
+        )
+        for row in rows:
+            lo, hi, cover = row["step_time_ratio_ci"]
+            print(f"  {row['library']} ({row['setting']}): time / pyprobvae {row['step_time_ratio']:.3f}x, "
+                  f"interval {lo:.3f}-{hi:.3f} ({100 * cover:.0f}%)")
+        harness.print_timing(quantizer_timing, title="Quantizer alone (forward + backward, ms per call)", width=48)
+        print()
+        print(
+            "Loss scale: pyprobvae's commitment loss is a SUM over positions and dimensions per example "
+            f"(weighted by beta={BETA}); the peer's is a MEAN over all batch*P*D elements, weighted by its "
+            f"commitment_weight: {BETA * positions * D:g} = beta*P*D in the matched settings (the same objective), "
+            f"1 in 'defaults' (= beta 1/{positions * D} per example). The train objective column includes these terms."
+        )
+        config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "torch_device"}
+        harness.finish(args, {
             "environment": env,
-            "config": vars(args) | {"positions": positions, "beta": BETA, "steps": steps},
+            "config": config | {"positions": positions, "beta": BETA, "steps": steps},
             "results": rows,
-            "total_seconds": total,
-        }
-        if args.json == "-":
-            json.dump(results, sys.stdout, indent=2)
-            print()
-        else:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=2)
-            print(f"wrote {args.json}", file=log)
+            "quantizer_timing": quantizer_timing,
+        })
 
 
 if __name__ == "__main__":
