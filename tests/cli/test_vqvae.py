@@ -17,7 +17,7 @@ def test_digits_train_prior_sample_end_to_end(tmp_path, capsys):
     assert main(["train", "--model", "vqvae", "--epochs", "30", "--quiet", "--out", out]) == 0
     with open(os.path.join(out, "metrics.json")) as f:
         stage1 = json.load(f)
-    assert stage1["codes_used"] >= 48 and stage1["prior"] == "uniform"
+    assert stage1["codes_used"] >= 48 and stage1["prior"] == "uniform"  # seeds 0-3: 64 of 64
     capsys.readouterr()
     assert main(["sample", out, "--n", "4", "--out", str(tmp_path / "uniform.npy")]) == 0
     assert "no prior trained yet" in capsys.readouterr().err
@@ -26,9 +26,13 @@ def test_digits_train_prior_sample_end_to_end(tmp_path, capsys):
         stage2 = json.load(f)
     assert stage2["prior"] == "transformer" and len(stage2["prior_history"]) == 20
     # a learned prior can only tighten the bound: the uniform one is P log K = 66.5 nats on the codes
+    # (seeds 0-3: tighter by 13.2-19.4 nats, mean 15.4, sd 2.7; margin 3.8 sd)
     assert stage2["test_nll"] < stage1["test_nll"] - 5
     uniform, learned = stage1["sample_scores"]["prior"], stage2["sample_scores"]["prior"]
+    # seeds 0-3: FD ratio 0.07-0.17, mean 0.10, sd 0.05; margin 8.6 sd
     assert learned["frechet_distance"] < 0.5 * uniform["frechet_distance"]
+    # seeds 0-3: confident share 0.48-0.60 against 0.24-0.29 for uniform codes; difference mean 0.27, sd 0.045,
+    # margin 6 sd (before the prior embedded codes through the codebook: difference 0.02, sd 0.02)
     assert learned["confident_share"] > uniform["confident_share"]
     capsys.readouterr()
     assert main(["sample", out, "--n", "8", "--temperature", "0.8", "--top-k", "10", "--out", str(tmp_path / "s.png")]) == 0
