@@ -27,6 +27,10 @@ The guides plug in wherever Pyro's do: as the ``guide`` of
 has closed-form marginal quantiles, ``quantiles()`` is a Monte Carlo estimate
 (see :class:`MonteCarloAutoContinuous`).
 
+The flow layers of :class:`AutoFlowNormal`, with their math and references,
+are those of :mod:`pyprobvae.families.layers`, shared with the VAE family
+:class:`~pyprobvae.families.flow.NormalizingFlow`.
+
 References:
 
 [1] Alp Kucukelbir, Dustin Tran, Rajesh Ranganath, Andrew Gelman, David M.
@@ -38,31 +42,18 @@ Variational Inference. ICML 2012.
 [3] Danilo Jimenez Rezende, Shakir Mohamed. Variational Inference with
 Normalizing Flows. ICML 2015.
 
-[4] Diederik P. Kingma, Tim Salimans, Rafal Jozefowicz, Xi Chen, Ilya
-Sutskever, Max Welling. Improved Variational Inference with Inverse
-Autoregressive Flow. NeurIPS 2016.
-
-[5] Conor Durkan, Artur Bekasov, Iain Murray, George Papamakarios. Neural
-Spline Flows. NeurIPS 2019.
-
-[6] Hadi M. Dolatabadi, Sarah Erfani, Christopher Leckie. Invertible
-Generative Modeling using Linear Rational Splines. AISTATS 2020.
-
-[7] George Papamakarios, Theo Pavlakou, Iain Murray. Masked Autoregressive
-Flow for Density Estimation. NeurIPS 2017.
-
-[8] Michael D. McKay, Richard J. Beckman, William J. Conover. A Comparison of
+[4] Michael D. McKay, Richard J. Beckman, William J. Conover. A Comparison of
 Three Methods for Selecting Values of Input Variables in the Analysis of
 Output from a Computer Code. Technometrics 21(2), 1979.
 
-[9] Warren R. Morningstar, Sharad M. Vikram, Cusuh Ham, Andrew Gallagher,
+[5] Warren R. Morningstar, Sharad M. Vikram, Cusuh Ham, Andrew Gallagher,
 Joshua V. Dillon. Automatic Differentiation Variational Inference with
 Mixtures. AISTATS 2021.
 
-[10] Michael Figurnov, Shakir Mohamed, Andriy Mnih. Implicit
+[6] Michael Figurnov, Shakir Mohamed, Andriy Mnih. Implicit
 Reparameterization Gradients. NeurIPS 2018.
 
-[11] Martin Jankowiak, Theofanis Karaletsos. Pathwise Derivatives for
+[7] Martin Jankowiak, Theofanis Karaletsos. Pathwise Derivatives for
 Multivariate Distributions. AISTATS 2019.
 """
 
@@ -71,17 +62,7 @@ import math
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.transforms import (
-    AffineTransform,
-    ComposeTransform,
-    ComposeTransformModule,
-    Permute,
-    affine_autoregressive,
-    planar,
-    radial,
-    spline,
-    spline_autoregressive,
-)
+from pyro.distributions.transforms import AffineTransform, ComposeTransform, ComposeTransformModule
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn.module import PyroParam
@@ -89,7 +70,7 @@ from torch import nn
 from torch.distributions import biject_to
 
 from .distributions import MixtureOfDiagonalNormals
-from .families.flow import FLOWS
+from .families.layers import FLOWS, flow_layers, latin_hypercube_normal
 
 __all__ = ["AutoFlowNormal", "AutoMixtureNormal", "MonteCarloAutoContinuous"]
 
@@ -202,15 +183,17 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     gradients and stay together, so the locations start spread around the
     point :math:`c` of ``init_loc_fn`` (in unconstrained space):
     :math:`\mu_{kd} = c_d + \delta_{kd}`, where the offsets
-    :math:`\delta` are a Latin hypercube sample [8] of
+    :math:`\delta` are a Latin hypercube sample [4] of
     :math:`\mathcal{N}(0, s^2 I)`, :math:`s` = ``init_spread``. In every
     coordinate :math:`d` the :math:`K` offsets are the :math:`K` stratum
     midpoints :math:`s\,\Phi^{-1}((j + 1/2)/K)`, :math:`j = 0, \dots, K-1`,
     assigned to the components in an order drawn independently per coordinate
     from a fixed-seed generator (so the guide is the same whatever the global
-    random state). Hence the components start at :math:`K` distinct values
-    along *every* coordinate (for :math:`K = 2`, at :math:`c_d \pm 0.674\,s`),
-    whichever coordinate the posterior's modes differ in. All scales start at
+    random state), by
+    :func:`~pyprobvae.families.layers.latin_hypercube_normal`. Hence the
+    components start at :math:`K` distinct values along *every* coordinate
+    (for :math:`K = 2`, at :math:`c_d \pm 0.674\,s`), whichever coordinate
+    the posterior's modes differ in. All scales start at
     ``init_scale`` and all weights at :math:`1/K`. (Distinct locations are
     also what the pathwise derivative for :math:`D \ge 2` needs: it divides
     by the distance between component means.)
@@ -219,7 +202,7 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     :meth:`MixtureOfDiagonalNormals.rsample
     <pyprobvae.distributions.MixtureOfDiagonalNormals.rsample>`, with
     pathwise derivatives for the locations, scales and logits (implicit
-    reparameterization [10] for :math:`D = 1`, the transport of [11] for
+    reparameterization [6] for :math:`D = 1`, the transport of [7] for
     :math:`D \ge 2`), so ``Trace_ELBO`` differentiates through the draws as
     for Pyro's Gaussian guides. These derivatives are unbiased, but the one for the logits divides by
     :math:`q(u)` at the draw: when components sit far apart relative to
@@ -231,7 +214,7 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     the fitted masses range from about 0.3/0.7 to 0.5/0.5 across seeds);
     smaller learning rates reduce the drift. The stratified estimator
     :math:`\sum_k \pi_k f(u_k)`, :math:`u_k \sim \mathcal{N}(\mu_k,
-    \mathrm{diag}\,\sigma_k^2)` [9] removes the problem, but needs an ELBO
+    \mathrm{diag}\,\sigma_k^2)` [5] removes the problem, but needs an ELBO
     that evaluates the model once per component, which ``Trace_ELBO`` does
     not.
 
@@ -296,9 +279,10 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
             (see the class docstring).
         """
         generator = torch.Generator().manual_seed(0)
-        ranks = torch.rand(self.latent_dim, self.num_components, generator=generator).argsort(-1)
-        strata = (ranks.to(centre.dtype) + 0.5) / self.num_components
-        return self._init_spread * torch.special.ndtri(strata).T.to(centre.device)
+        offsets = latin_hypercube_normal(
+            self.num_components, self.latent_dim, generator, dtype=centre.dtype, device=centre.device
+        )
+        return self._init_spread * offsets
 
     def get_posterior(self, *args, **kwargs):
         """
@@ -360,36 +344,22 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
         guide = AutoFlowNormal(model, flow="iaf", depth=2)
         svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
 
-    The layers :math:`f_l`, one of :data:`FLOWS`:
+    The layers :math:`f_l`, one of :data:`FLOWS` (``"planar"``,
+    ``"radial"``, ``"iaf"``, ``"spline"``), are the unconditional layers of
+    :func:`~pyprobvae.families.layers.flow_layers`, whose module docstring
+    gives the math of each and its reference: the same layers, by name, as
+    the VAE family :class:`~pyprobvae.families.flow.NormalizingFlow` (there
+    conditioned on the encoder features), with rational-quadratic splines of
+    8 bins on :math:`[-3, 3]`, and the order of the coordinates reversed
+    between consecutive autoregressive layers (``"iaf"``, ``"spline"``).
 
-    * ``"planar"``: :math:`f(v) = v + w \tanh(a^\top v + b)` [3]
-      (:func:`~pyro.distributions.transforms.planar`);
-    * ``"radial"``: :math:`f(v) = v + \beta (v - v_0) / (\alpha + \|v - v_0\|)`
-      [3] (:func:`~pyro.distributions.transforms.radial`);
-    * ``"iaf"``: the affine inverse autoregressive flow
-      :math:`f(v)_d = m_d(v_{<d}) + e^{\lambda_d(v_{<d})} v_d` of [4], a MADE
-      network with hidden sizes ``hidden`` (default ``[3D + 1]``)
-      (:func:`~pyro.distributions.transforms.affine_autoregressive`);
-    * ``"spline"``: monotone linear rational splines with 8 bins on
-      :math:`[-3, 3]` and the identity outside [5, 6], whose knots are
-      autoregressive in the other coordinates through a MADE network with
-      hidden sizes ``hidden`` (default ``[10D, 10D]``)
-      (:func:`~pyro.distributions.transforms.spline_autoregressive`).
-
-    Between consecutive autoregressive layers (``"iaf"``, ``"spline"``) the
-    order of the coordinates is reversed
-    (:class:`~pyro.distributions.transforms.Permute`), as in [7], so that
-    every coordinate is conditioned on every other one somewhere in the
-    stack.
-
-    **One-dimensional latent** (:math:`D = 1`). An autoregressive network has
-    nothing to condition the single coordinate on, so ``"iaf"`` reduces to a
-    learnable affine map and :math:`q` stays exactly Gaussian (Pyro warns
-    about this), and ``"spline"`` uses element-wise splines with free knots
-    (:func:`~pyro.distributions.transforms.spline`) instead of the
-    autoregressive ones; ``"planar"`` and ``"radial"`` are unchanged. For a
-    non-Gaussian one-dimensional posterior choose ``"spline"``, ``"planar"``
-    or ``"radial"``.
+    **One-dimensional latent** (:math:`D = 1`). ``"spline"`` uses
+    element-wise splines with free knots; ``"planar"`` and ``"radial"`` are
+    unchanged; and ``"iaf"`` is refused with a :class:`ValueError` when the
+    guide is first called (and :math:`D` becomes known), since it would
+    reduce to a learnable affine map and :math:`q` would stay exactly
+    Gaussian. For a one-dimensional posterior choose ``"spline"``,
+    ``"planar"`` or ``"radial"``, or a Gaussian autoguide.
 
     ``median()`` is the Monte Carlo per-coordinate median of :math:`q` in
     constrained space, that is ``quantiles([0.5])`` (see
@@ -401,9 +371,11 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
     :param str flow: the kind of flow layer, one of :data:`FLOWS`.
     :param int depth: the number :math:`L \ge 1` of flow layers.
     :param hidden: hidden layer sizes of the autoregressive networks of
-        ``"iaf"`` and ``"spline"`` (``None`` for Pyro's defaults above); must
-        be ``None`` for ``"planar"`` and ``"radial"``, and is unused by
-        ``"spline"`` when :math:`D = 1`.
+        ``"iaf"`` and ``"spline"`` (``None`` for Pyro's defaults, ``[3D + 1]``
+        and ``[10D, 10D]``, see
+        :func:`~pyprobvae.families.layers.default_hidden`); must be ``None``
+        for ``"planar"`` and ``"radial"``, and is unused by ``"spline"`` when
+        :math:`D = 1`.
     :type hidden: list[int] or None
     :param callable init_loc_fn: a per-site initialization function giving the
         initial ``loc``, see :ref:`autoguide-initialization`.
@@ -444,29 +416,16 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
 
     def _setup_prototype(self, *args, **kwargs):
         super()._setup_prototype(*args, **kwargs)
-        self.loc = nn.Parameter(self._init_loc())
+        centre = self._init_loc()
+        try:
+            # Before any parameter is set, so that a refused flow (iaf at D = 1) leaves none.
+            layers = flow_layers(self.flow_kind, self.latent_dim, self.depth, self.hidden, device=centre.device)
+        except ValueError:
+            self.prototype_trace = None  # so that the next call fails the same way
+            raise
+        self.loc = nn.Parameter(centre)
         self.scale = PyroParam(self.loc.new_full((self.latent_dim,), self._init_scale), self.scale_constraint)
-        self.flow = ComposeTransformModule(self._layers()).to(self.loc)
-
-    def _layers(self):
-        dim = self.latent_dim
-        autoregressive = self.flow_kind in ("iaf", "spline") and dim > 1
-        reverse = Permute(torch.arange(dim - 1, -1, -1, device=self.loc.device))
-        layers = []
-        for layer in range(self.depth):
-            if autoregressive and layer > 0:
-                layers.append(reverse)
-            if self.flow_kind == "planar":
-                layers.append(planar(dim))
-            elif self.flow_kind == "radial":
-                layers.append(radial(dim))
-            elif self.flow_kind == "iaf":
-                layers.append(affine_autoregressive(dim, hidden_dims=self.hidden))
-            elif autoregressive:
-                layers.append(spline_autoregressive(dim, hidden_dims=self.hidden))
-            else:
-                layers.append(spline(dim))
-        return layers
+        self.flow = ComposeTransformModule(layers).to(self.loc)
 
     def get_base_dist(self):
         """

@@ -12,8 +12,8 @@ are estimated from S = 10000 draws, with Monte Carlo standard errors
 0.04 and 0.03. The rest is optimization slack, 0.06-0.07: SVI stops after
 500-600 steps at a learning rate of 2e-4 with the parameters still jittering
 from gradient noise. The tolerance is 0.1 for both; over seeds 0-4 of these
-tests the largest errors were 0.054 (means) and 0.078 (standard deviations,
-the spline flow).
+tests the largest errors were 0.073 (means, the spline flow) and 0.047
+(standard deviations, the spline flow).
 """
 
 import math
@@ -288,24 +288,27 @@ def test_mixture_finds_both_modes_where_autonormal_finds_one():
     The exact mass on each side of 0 is 1/2 by symmetry. AutoNormal is
     mode-seeking and puts almost all its mass on one side; the mixture puts a
     component on each mode. Its weights are learned noisily (see
-    AutoMixtureNormal's notes; over seeds 0-7 of this test the mass on
-    theta > 0 ranged from 0.29 to 0.53), hence the wide band 0.3-0.7.
+    AutoMixtureNormal's notes): after 1000 steps the mass on theta > 0 ranged
+    over 0.29-0.66 for seeds 0-15 (sd 0.10; more particles did not narrow
+    it), after 2000 steps over 0.33-0.61 (sd 0.07). Hence 2000 steps and
+    the band 0.15-0.85 (margins 4.9 and 5.1 sd), which still excludes
+    AutoNormal's 0 or 1.
     """
     guides = {"normal": AutoNormal(bimodal_model), "mixture": AutoMixtureNormal(bimodal_model)}
     masses, elbos = {}, {}
     for name, guide in guides.items():
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
-        fit(bimodal_model, guide, BIMODAL_Y, steps=1000, lr=0.02, final_lr=1e-3, num_particles=1)
+        fit(bimodal_model, guide, BIMODAL_Y, steps=2000, lr=0.02, final_lr=1e-3, num_particles=1)
         masses[name] = (draws(guide, BIMODAL_Y, name="theta") > 0).float().mean().item()
         loss = Trace_ELBO(num_particles=NUM_DRAWS, vectorize_particles=True, max_plate_nesting=1)
         with torch.no_grad():
             elbos[name] = -loss.loss(bimodal_model, guide, BIMODAL_Y)
-    assert max(masses["normal"], 1 - masses["normal"]) > 0.9
-    assert 0.3 < masses["mixture"] < 0.7
+    assert max(masses["normal"], 1 - masses["normal"]) > 0.9  # seeds 0-15: >= 0.999
+    assert 0.15 < masses["mixture"] < 0.85
     # One Gaussian on one of two equal, well separated modes pays about log 2
     # nats of ELBO; the mixture recovers most of it.
-    assert elbos["mixture"] - elbos["normal"] > 0.5 * math.log(2)
+    assert elbos["mixture"] - elbos["normal"] > 0.5 * math.log(2)  # seeds 0-15 (1000 steps): 0.58-0.73, sd 0.03; margin 9.8 sd
     locs = guides["mixture"].locs.detach().squeeze(-1).sort().values
     assert locs[0] < -0.5 and locs[1] > 0.5
 
@@ -320,11 +323,15 @@ def test_conjugate_regression_moments_match_exact_posterior(name):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:ConditionalAutoRegressiveNN input_dim = 1")
 @pytest.mark.parametrize("name", ["mixture", "iaf", "spline"])
 def test_one_dimensional_latent(name):
     y = 0.7 + torch.randn(10, generator=torch.Generator().manual_seed(1))
     guide = GUIDES[name](normal_mean_model)
+    if name == "iaf":
+        # an affine map of a Gaussian is Gaussian: refused, as by the VAE family
+        with pytest.raises(ValueError, match="iaf flow of a 1-dimensional latent is an affine map of a Gaussian"):
+            guide(y)
+        return
     fit(normal_mean_model, guide, y, steps=500)
     assert guide.latent_dim == 1
     exact_mean, exact_std = y.sum() / 11, torch.tensor(1 / 11) ** 0.5

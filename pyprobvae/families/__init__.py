@@ -8,6 +8,7 @@ samples; and the vector quantizer, the deterministic "family" of the VQ-VAE
 
 from .diagonal import DiagonalNormal
 from .flow import FLOWS, NormalizingFlow
+from .layers import flow_layers, latin_hypercube_normal
 from .mixture import DiagonalNormalMixture
 from .quantizer import VectorQuantizer
 
@@ -44,4 +45,14 @@ def make_family(
     raise ValueError(f"unknown guide {name!r}; choose one of {', '.join(FAMILIES)}")
 
 
-__all__ = ["DiagonalNormal", "DiagonalNormalMixture", "FAMILIES", "FLOWS", "NormalizingFlow", "VectorQuantizer", "make_family"]
+__all__ = [
+    "DiagonalNormal",
+    "DiagonalNormalMixture",
+    "FAMILIES",
+    "FLOWS",
+    "NormalizingFlow",
+    "VectorQuantizer",
+    "flow_layers",
+    "latin_hypercube_normal",
+    "make_family",
+]

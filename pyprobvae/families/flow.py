@@ -1,56 +1,18 @@
 """
 Normalizing-flow variational families: a diagonal Gaussian pushed through a
-stack of invertible maps conditioned on the encoder features.
+stack of invertible maps conditioned on the encoder features. The layers, their
+math and references are in :mod:`pyprobvae.families.layers`.
 """
 
 from typing import Optional, Sequence
 
-import torch
 from pyro.distributions import TransformedDistribution
-from pyro.distributions.transforms import (
-    ConditionalAffineAutoregressive,
-    ConditionalSplineAutoregressive,
-    Permute,
-    conditional_planar,
-    conditional_radial,
-    conditional_spline,
-)
-from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
 from .diagonal import DiagonalNormal
+from .layers import FLOWS, SPLINE_BINS, SPLINE_BOUND, flow_layers
 
-FLOWS = ("planar", "radial", "iaf", "spline")
-
-# The rational-quadratic splines of the "spline" flow: bins per dimension and
-# the half-width B of the box [-B, B]^2 outside which each spline is the identity.
-SPLINE_BINS = 8
-SPLINE_BOUND = 3.0
-
-
-def _autoregressive_nn(latent_dim, in_features, hidden, param_dims):
-    # MADE (Germain et al. 2015) in the natural order z_1, ..., z_D, also fed h.
-    order = torch.arange(latent_dim)
-    return ConditionalAutoRegressiveNN(latent_dim, in_features, hidden, param_dims, permutation=order)
-
-
-def _layer(flow, latent_dim, in_features, hidden):
-    if flow == "planar":
-        return conditional_planar(latent_dim, in_features, hidden)
-    if flow == "radial":
-        return conditional_radial(latent_dim, in_features, hidden)
-    if flow == "iaf":
-        return ConditionalAffineAutoregressive(_autoregressive_nn(latent_dim, in_features, hidden, [1, 1]))
-    if latent_dim == 1:
-        return conditional_spline(1, in_features, hidden, SPLINE_BINS, SPLINE_BOUND, order="quadratic")
-    param_dims = [SPLINE_BINS, SPLINE_BINS, SPLINE_BINS - 1]
-    return ConditionalSplineAutoregressive(
-        latent_dim,
-        _autoregressive_nn(latent_dim, in_features, hidden, param_dims),
-        count_bins=SPLINE_BINS,
-        bound=SPLINE_BOUND,
-        order="quadratic",
-    )
+__all__ = ["FLOWS", "NormalizingFlow", "SPLINE_BINS", "SPLINE_BOUND"]
 
 
 class NormalizingFlow(nn.Module):
@@ -68,29 +30,13 @@ class NormalizingFlow(nn.Module):
                      - sum_k log |det df_k/dz_{k-1}|.
 
     Samples are reparameterized (gradients flow through z to h and to every
-    weight). The layers are Pyro's conditional transforms:
-
-    - ``"planar"``: ``f(z) = z + u tanh(w^T z + b)`` with ``w^T u > -1``;
-      ``log|det| = log|1 + u^T psi(z)|``, ``psi = (1 - tanh^2) w``
-      (Rezende & Mohamed 2015).
-    - ``"radial"``: ``f(z) = z + beta (z - z_r) / (alpha + |z - z_r|)`` with
-      ``beta > -alpha`` (Rezende & Mohamed 2015).
-    - ``"iaf"``: the inverse autoregressive flow
-      ``f(z)_i = m_i(z_<i, h) + exp(s_i(z_<i, h)) z_i``, with a triangular
-      Jacobian, ``log|det| = sum_i s_i`` (Kingma et al. 2016).
-    - ``"spline"``: the neural spline flow
-      ``f(z)_i = g_i(z_i; theta_i(z_<i, h))`` with ``g_i`` a monotonic
-      rational-quadratic spline of :data:`SPLINE_BINS` bins on
-      ``[-SPLINE_BOUND, SPLINE_BOUND]`` and the identity outside
-      (Durkan et al. 2019).
-
-    The autoregressive flows reverse the order of the coordinates between
-    layers (a :class:`~pyro.distributions.transforms.Permute` of unit
-    Jacobian), so that every coordinate is transformed given the others. With
-    ``latent_dim == 1`` there is nothing to be autoregressive on:
-    ``"spline"`` then uses the elementwise spline whose parameters are a
-    function of h alone, and ``"iaf"`` is refused, since an affine map of a
-    Gaussian is Gaussian and would add nothing to :class:`DiagonalNormal`.
+    weight). The layers are the conditional layers of
+    :func:`~pyprobvae.families.layers.flow_layers`, whose module docstring
+    gives the math of each (``"planar"``, ``"radial"``, ``"iaf"``,
+    ``"spline"``), the order reversal between autoregressive layers and the
+    rule for ``latent_dim == 1`` (``"spline"`` becomes elementwise, ``"iaf"``
+    is refused with a :class:`ValueError`). The same names give the same
+    layers, unconditional, in :class:`~pyprobvae.autoguides.AutoFlowNormal`.
 
     Planar and radial maps have no closed-form inverse: their ``log_prob`` is
     defined only at the distribution's latest sample, which every layer keeps
@@ -107,7 +53,8 @@ class NormalizingFlow(nn.Module):
     :param int depth: number of layers K (>= 1).
     :param hidden: hidden-layer widths of each layer's hypernetwork (for the
         autoregressive flows, each at least ``latent_dim``); default one layer
-        of ``max(10 * latent_dim, 32)`` units.
+        of ``max(10 * latent_dim, 32)`` units
+        (:func:`~pyprobvae.families.layers.default_hidden`).
     :param float min_scale: lower bound on the base scale sigma.
     """
 
@@ -120,28 +67,16 @@ class NormalizingFlow(nn.Module):
         hidden: Optional[Sequence[int]] = None,
         min_scale: float = 1e-4,
     ):
-        if flow not in FLOWS:
-            raise ValueError(f"unknown flow {flow!r}; choose one of {', '.join(FLOWS)}")
-        if depth < 1:
-            raise ValueError(f"a flow needs depth >= 1, got {depth}")
-        if flow == "iaf" and latent_dim == 1:
-            raise ValueError(
-                "an iaf flow of a 1-dimensional z is an affine map of a Gaussian, hence Gaussian: "
-                "use the spline flow or the diagonal family"
-            )
         super().__init__()
-        hidden = [max(10 * latent_dim, 32)] if hidden is None else [int(width) for width in hidden]
         self.latent_dim = latent_dim
         self.base = DiagonalNormal(in_features, latent_dim, min_scale)
-        self.layers = nn.ModuleList(_layer(flow, latent_dim, in_features, hidden) for _ in range(depth))
-        self.reverses = flow in ("iaf", "spline") and latent_dim > 1
+        # The whole stack, permutations included; the layers with parameters
+        # are registered (as layers.0, ..., layers.K-1) in a ModuleList.
+        self._stack = flow_layers(flow, latent_dim, depth, hidden, context_dim=in_features)
+        self.layers = nn.ModuleList(layer for layer in self._stack if isinstance(layer, nn.Module))
 
     def forward(self, features):
-        transforms = []
-        for k, layer in enumerate(self.layers):
-            if k and self.reverses:
-                # A new Permute per distribution: its cache must not be shared.
-                reversal = torch.arange(self.latent_dim - 1, -1, -1, device=features.device)
-                transforms.append(Permute(reversal))
-            transforms.append(layer.condition(features))
+        # Every call conditions anew, so that no transform (hence no
+        # one-sample cache) is shared between distributions.
+        transforms = [layer.condition(features) for layer in self._stack]
         return TransformedDistribution(self.base(features), transforms, validate_args=False)

@@ -1,9 +1,9 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.special import ndtri
 
 from ..distributions import MixtureOfDiagonalNormals
+from .layers import latin_hypercube_normal
 
 
 class DiagonalNormalMixture(nn.Module):
@@ -26,9 +26,12 @@ class DiagonalNormalMixture(nn.Module):
     biases) and the components sit apart: the mean biases form a
     Latin-hypercube sample of the prior N(0, I), each coordinate taking the K
     quantiles ``Phi^{-1}((k + 1/2) / K)`` of N(0, 1) in an independent random
-    order. Each coordinate of the offsets is thus spread like the prior, and
-    any two components differ in every coordinate by at least the smallest
-    gap between those quantiles. Components that started at one spot would
+    order (:func:`~pyprobvae.families.layers.latin_hypercube_normal`, from a
+    generator seeded by one draw of torch's global generator, so that the
+    initialization is reproducible under :func:`pyro.set_rng_seed`). Each
+    coordinate of the offsets is thus spread like the prior, and any two
+    components differ in every coordinate by at least the smallest gap
+    between those quantiles. Components that started at one spot would
     get identical gradients and never separate.
 
     :param int in_features: width of the encoder features.
@@ -43,8 +46,8 @@ class DiagonalNormalMixture(nn.Module):
         self.num_components = num_components
         self.min_scale = min_scale
         self.linear = nn.Linear(in_features, num_components * (2 * latent_dim + 1))
-        quantiles = ndtri((torch.arange(num_components) + 0.5) / num_components)
-        offsets = torch.stack([quantiles[torch.randperm(num_components)] for _ in range(latent_dim)], dim=-1)
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        offsets = latin_hypercube_normal(num_components, latent_dim, generator)
         with torch.no_grad():
             logit_bias, loc_bias, _ = self._split(self.linear.bias)
             logit_bias.zero_()

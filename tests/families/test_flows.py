@@ -221,7 +221,7 @@ def _banana_log_evidence():
     return float(log_f.logsumexp(0) + math.log(z1[1] - z1[0]))
 
 
-def _fit_banana(family, particles=128, steps=500, lr=0.02):
+def _fit_banana(family, particles=128, steps=1000, lr=0.02):
     """Adam on the ELBO, one particle per element of the data plate; then the ELBO and its standard error."""
 
     def guide(x):
@@ -246,10 +246,15 @@ def test_iaf_guide_beats_diagonal_guide_on_a_banana_posterior():
     torch.manual_seed(7)
     diagonal, diagonal_se = _fit_banana(DiagonalNormal(1, 2))
     torch.manual_seed(7)
-    flow, flow_se = _fit_banana(NormalizingFlow(1, 2, "iaf", depth=2))
+    flow, flow_se = _fit_banana(NormalizingFlow(1, 2, "iaf", depth=2), steps=2000)
     numbers = f"log p(x) = {log_evidence:.3f}, iaf ELBO = {flow:.3f}, diagonal ELBO = {diagonal:.3f}"
-    # both are lower bounds, and the flow closes most of the mean-field gap
-    # (about 1 nat), by a margin of more than 50 standard errors
+    # Both are lower bounds (a gap is a KL, >= 0: these fail only by Monte Carlo noise beyond 4 SE),
+    # and the flow closes most of the mean-field gap (about 1 nat), by more than 50 standard errors.
+    # Seed spreads (torch seeds 7-22): at 500 steps the diagonal fit sometimes stalled (gap 1.3-1.4)
+    # and the flow's gap ranged up to 0.37, failing two of the assertions; with 1000 steps the
+    # diagonal gap is 0.97-1.00 and flow - diagonal 0.74-0.96 (sd 0.07, margin 5.6 sd, 50 SE <= 0.30);
+    # the flow's own gap is the noisiest (0.03-0.24 at 1000 steps, margin 2.1 sd to the quarter),
+    # so the flow trains for 2000 steps (margin 3.1 sd).
     assert diagonal < log_evidence + 4 * diagonal_se, numbers
     assert flow < log_evidence + 4 * flow_se, numbers
     assert 50 * max(flow_se, diagonal_se) < 0.5 < flow - diagonal, numbers

@@ -390,6 +390,20 @@ def test_family_components_start_apart(latent_dim, num_components):
     assert torch.allclose(q.component_log_weights, torch.full((1, num_components), -math.log(num_components)))
 
 
+def test_family_initialization_is_a_latin_hypercube_reproducible_under_the_global_seed():
+    def loc_biases(seed):
+        pyro.set_rng_seed(seed)
+        family = DiagonalNormalMixture(4, 6, 3)
+        return family._split(family.linear.bias.detach())[1]
+
+    first, again, other = loc_biases(0), loc_biases(0), loc_biases(1)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    quantiles = ndtri((torch.arange(3) + 0.5) / 3)
+    for offsets in (first, other):
+        torch.testing.assert_close(offsets.sort(0).values, quantiles[:, None].expand(3, 6))
+
+
 def test_family_scales_are_at_least_min_scale():
     torch.manual_seed(0)
     family = DiagonalNormalMixture(4, 3, 2, min_scale=1e-3)
