@@ -34,10 +34,10 @@ except ImportError:  # imported as benchmarks.bench_families
 
 GUIDES = [
     ("diagonal", dict(family="diagonal"), "pathwise"),
-    ("mixture K=2, pathwise", dict(family="mixture", components=2), "pathwise"),
-    ("mixture K=2, stratified", dict(family="mixture", components=2), "stratified"),
-    ("mixture K=5, pathwise", dict(family="mixture", components=5), "pathwise"),
-    ("mixture K=5, stratified", dict(family="mixture", components=5), "stratified"),
+    ("mixture K=2, pathwise", dict(family="mixture", num_components=2), "pathwise"),
+    ("mixture K=2, stratified", dict(family="mixture", num_components=2), "stratified"),
+    ("mixture K=5, pathwise", dict(family="mixture", num_components=5), "pathwise"),
+    ("mixture K=5, stratified", dict(family="mixture", num_components=5), "stratified"),
 ] + [
     (f"flow {flow}, depth {depth}", dict(family="flow", flow=flow, flow_depth=depth), "pathwise")
     for flow in ("planar", "radial", "iaf", "spline")
@@ -97,7 +97,7 @@ def scaling_configs():
             configs.append((f"flow {flow}", depth, dict(family="flow", flow=flow, flow_depth=depth), "pathwise"))
     for components in (1, 2, 4, 8, 16):
         for estimator in ("pathwise", "stratified"):
-            configs.append((f"mixture {estimator}", components, dict(family="mixture", components=components), estimator))
+            configs.append((f"mixture {estimator}", components, dict(family="mixture", num_components=components), estimator))
     return configs
 
 

@@ -328,7 +328,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
             - \sum_{d=1}^D \log \sigma_d,
 
     with learnable location ``loc`` :math:`\mu`, scale ``scale``
-    :math:`\sigma > 0` and the parameters of the :math:`L` = ``depth`` flow
+    :math:`\sigma > 0` and the parameters of the :math:`L` = ``flow_depth`` flow
     layers in ``flow``. Equivalently, :math:`q` is the diagonal Gaussian
     :math:`\mathcal{N}(\mu, \mathrm{diag}\,\sigma^2)` of
     :class:`~pyro.infer.autoguide.AutoDiagonalNormal` pushed through the flow
@@ -341,7 +341,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
     within a few ``init_scale`` of the point of ``init_loc_fn``. The guide
     does not depend on the model's ``*args, **kwargs``. Usage::
 
-        guide = AutoFlowNormal(model, flow="iaf", depth=2)
+        guide = AutoFlowNormal(model, flow="iaf", flow_depth=2)
         svi = SVI(model, guide, Adam({"lr": 0.01}), Trace_ELBO())
 
     The layers :math:`f_l`, one of :data:`FLOWS` (``"planar"``,
@@ -369,7 +369,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
 
     :param callable model: a Pyro model.
     :param str flow: the kind of flow layer, one of :data:`FLOWS`.
-    :param int depth: the number :math:`L \ge 1` of flow layers.
+    :param int flow_depth: the number :math:`L \ge 1` of flow layers.
     :param hidden: hidden layer sizes of the autoregressive networks of
         ``"iaf"`` and ``"spline"`` (``None`` for Pyro's defaults, ``[3D + 1]``
         and ``[10D, 10D]``, see
@@ -391,7 +391,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
         self,
         model,
         flow="iaf",
-        depth=2,
+        flow_depth=2,
         hidden=None,
         init_loc_fn=init_to_median,
         init_scale=0.1,
@@ -400,7 +400,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
     ):
         if flow not in FLOWS:
             raise ValueError(f"Unknown flow {flow!r}; choose one of {', '.join(map(repr, FLOWS))}")
-        _check_count("depth", depth, 1)
+        _check_count("flow_depth", flow_depth, 1)
         if hidden is not None:
             if flow not in ("iaf", "spline"):
                 raise ValueError(f"hidden sizes apply to the autoregressive flows 'iaf' and 'spline', not {flow!r}")
@@ -409,7 +409,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
                 _check_count("each hidden size", size, 1)
         _check_positive("init_scale", init_scale)
         self.flow_kind = flow
-        self.depth = depth
+        self.flow_depth = flow_depth
         self.hidden = hidden
         self._init_scale = float(init_scale)
         super().__init__(model, init_loc_fn=init_loc_fn, num_quantile_samples=num_quantile_samples)
@@ -419,7 +419,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
         centre = self._init_loc()
         try:
             # Before any parameter is set, so that a refused flow (iaf at D = 1) leaves none.
-            layers = flow_layers(self.flow_kind, self.latent_dim, self.depth, self.hidden, device=centre.device)
+            layers = flow_layers(self.flow_kind, self.latent_dim, self.flow_depth, self.hidden, device=centre.device)
         except ValueError:
             self.prototype_trace = None  # so that the next call fails the same way
             raise

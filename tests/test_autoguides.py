@@ -178,7 +178,7 @@ def test_unknown_flow_is_an_error_listing_the_choices():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"depth": 0}, {"hidden": [8], "flow": "planar"}, {"hidden": [0]}, {"init_scale": -0.1}],
+    [{"flow_depth": 0}, {"hidden": [8], "flow": "planar"}, {"hidden": [0]}, {"init_scale": -0.1}],
 )
 def test_flow_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
@@ -202,14 +202,14 @@ def test_svi_optimizes_registered_parameters(name):
 
 
 def test_flow_layers():
-    guide = AutoFlowNormal(regression_model, flow="spline", depth=3, hidden=[16])
+    guide = AutoFlowNormal(regression_model, flow="spline", flow_depth=3, hidden=[16])
     x, y, _, _ = regression_data()
     guide(x, y)
     kinds = [type(layer).__name__ for layer in guide.flow.parts]
     assert kinds == ["SplineAutoregressive", "Permute", "SplineAutoregressive", "Permute", "SplineAutoregressive"]
     assert guide.flow.parts[1].permutation.tolist() == [2, 1, 0]
     pyro.clear_param_store()  # the next guide has the same parameter names
-    guide = AutoFlowNormal(normal_mean_model, flow="spline", depth=2)
+    guide = AutoFlowNormal(normal_mean_model, flow="spline", flow_depth=2)
     guide(torch.zeros(3))
     assert all(isinstance(layer, Spline) and not isinstance(layer, SplineAutoregressive) for layer in guide.flow.parts)
     assert len(guide.flow.parts) == 2

@@ -15,31 +15,25 @@ from .quantizer import VectorQuantizer
 FAMILIES = ("diagonal", "mixture", "flow")
 
 
-def make_family(
-    name: str,
-    in_features: int,
-    latent_dim: int,
-    components: int = 2,
-    flow: str = "iaf",
-    flow_depth: int = 2,
-):
+def make_family(name: str, in_features: int, latent_dim: int, *, num_components: int, flow: str, flow_depth: int):
     """
-    Build a variational family by name.
+    Build a variational family by name (the settings, and their defaults,
+    are those of :class:`~pyprobvae.models.VAEConfig`).
 
     :param str name: ``"diagonal"`` (:class:`DiagonalNormal`), ``"mixture"``
         (:class:`DiagonalNormalMixture`) or ``"flow"`` (:class:`NormalizingFlow`).
     :param int in_features: width of the encoder features it reads.
     :param int latent_dim: dimension of z.
-    :param int components: number of mixture components K (``"mixture"``).
+    :param int num_components: number of mixture components K (``"mixture"``).
     :param str flow: one of :data:`FLOWS` (``"flow"``).
     :param int flow_depth: number of flow layers (``"flow"``).
     """
     if name == "diagonal":
         return DiagonalNormal(in_features, latent_dim)
     if name == "mixture":
-        if components < 1:
-            raise ValueError(f"a mixture guide needs components >= 1, got {components}")
-        return DiagonalNormalMixture(in_features, latent_dim, components)
+        if num_components < 1:
+            raise ValueError(f"a mixture guide needs num_components >= 1, got {num_components}")
+        return DiagonalNormalMixture(in_features, latent_dim, num_components)
     if name == "flow":
         return NormalizingFlow(in_features, latent_dim, flow, flow_depth)
     raise ValueError(f"unknown guide {name!r}; choose one of {', '.join(FAMILIES)}")

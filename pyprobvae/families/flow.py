@@ -50,7 +50,7 @@ class NormalizingFlow(nn.Module):
     :param int in_features: width of the encoder features h.
     :param int latent_dim: dimension of z.
     :param str flow: the layer type, one of :data:`FLOWS`.
-    :param int depth: number of layers K (>= 1).
+    :param int flow_depth: number of layers K (>= 1).
     :param hidden: hidden-layer widths of each layer's hypernetwork (for the
         autoregressive flows, each at least ``latent_dim``); default one layer
         of ``max(10 * latent_dim, 32)`` units
@@ -62,8 +62,8 @@ class NormalizingFlow(nn.Module):
         self,
         in_features: int,
         latent_dim: int,
-        flow: str = "iaf",
-        depth: int = 2,
+        flow: str,
+        flow_depth: int,
         hidden: Optional[Sequence[int]] = None,
         min_scale: float = 1e-4,
     ):
@@ -72,7 +72,7 @@ class NormalizingFlow(nn.Module):
         self.base = DiagonalNormal(in_features, latent_dim, min_scale)
         # The whole stack, permutations included; the layers with parameters
         # are registered (as layers.0, ..., layers.K-1) in a ModuleList.
-        self._stack = flow_layers(flow, latent_dim, depth, hidden, context_dim=in_features)
+        self._stack = flow_layers(flow, latent_dim, flow_depth, hidden, context_dim=in_features)
         self.layers = nn.ModuleList(layer for layer in self._stack if isinstance(layer, nn.Module))
 
     def forward(self, features):

@@ -224,13 +224,13 @@ def _layer(flow, dim, hidden, context_dim):
 def flow_layers(
     flow: str,
     dim: int,
-    depth: int,
+    flow_depth: int,
     hidden: Optional[Sequence[int]] = None,
     context_dim: Optional[int] = None,
     device=None,
 ) -> list:
     """
-    Build a stack of ``depth`` flow layers of one kind (see the module
+    Build a stack of ``flow_depth`` flow layers of one kind (see the module
     docstring), in the order they apply, with an order-reversing ``Permute``
     between consecutive autoregressive layers of ``dim >= 2``.
 
@@ -247,7 +247,7 @@ def flow_layers(
 
     :param str flow: one of :data:`FLOWS`.
     :param int dim: dimension :math:`D` of the latent vector.
-    :param int depth: number of layers :math:`L \\ge 1`, not counting the
+    :param int flow_depth: number of layers :math:`L \\ge 1`, not counting the
         permutations.
     :param hidden: hidden-layer widths of each layer's network (for the
         autoregressive flows, each at least ``dim``); default
@@ -257,20 +257,20 @@ def flow_layers(
         unconditional layers.
     :param device: device of the unconditional ``Permute`` transforms (the
         layers themselves are modules: move them with ``.to``).
-    :raises ValueError: for an unknown flow, ``depth < 1``, or ``"iaf"`` with
+    :raises ValueError: for an unknown flow, ``flow_depth < 1``, or ``"iaf"`` with
         ``dim == 1``.
     """
     if flow not in FLOWS:
         raise ValueError(f"unknown flow {flow!r}; choose one of {', '.join(FLOWS)}")
-    if depth < 1:
-        raise ValueError(f"a flow needs depth >= 1, got {depth}")
+    if flow_depth < 1:
+        raise ValueError(f"a flow needs flow_depth >= 1, got {flow_depth}")
     if flow == "iaf" and dim == 1:
         raise ValueError(_IAF_IN_ONE_DIMENSION)
     conditional = context_dim is not None
     hidden = default_hidden(flow, dim, conditional) if hidden is None else [int(width) for width in hidden]
     reverses = flow in AUTOREGRESSIVE_FLOWS and dim > 1
     layers = []
-    for k in range(depth):
+    for k in range(flow_depth):
         if k and reverses:
             reversal = torch.arange(dim - 1, -1, -1, device=device)
             # A new Permute per position (its cache holds one pair).

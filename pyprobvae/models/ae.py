@@ -53,7 +53,7 @@ class Autoencoder(VAE):
     Config = AEConfig
     description = "the autoencoder"
     generative = False
-    inapplicable = {name: _POINT_GUIDE.format(name) for name in ("family", "components", "flow", "flow_depth")}
+    inapplicable = {name: _POINT_GUIDE.format(name) for name in ("family", "num_components", "flow", "flow_depth")}
 
     def _networks(self, config, likelihood):
         features = MLP(config.data_shape, config.hidden)

@@ -78,7 +78,10 @@ class ConditionalVAE(VAE):
         if not (classes is not None and classes >= 2):
             raise ConfigError(f"the conditional VAE needs labelled data with num_classes >= 2, got num_classes={classes}")
         features = MLP(math.prod(config.data_shape) + classes, config.hidden)
-        family = make_family(config.family, features.out_features, config.latent_dim, config.components, config.flow, config.flow_depth)
+        family = make_family(
+            config.family, features.out_features, config.latent_dim,
+            num_components=config.num_components, flow=config.flow, flow_depth=config.flow_depth,
+        )
         encoder = Conditioned(nn.Sequential(features, family), config.data_shape)
         decoder = Conditioned(nn.Sequential(MLP(config.latent_dim + classes, config.hidden[::-1], likelihood.num_outputs), likelihood), config.latent_dim)
         prior = StandardNormal(config.latent_dim) if config.prior == "standard" else LabelConditionalNormal(classes, config.latent_dim)

@@ -33,7 +33,7 @@ class VAEConfig(ModelConfig):
     """Dimension of z."""
     family: str = setting("diagonal", choices=FAMILIES, aliases=("--guide",))
     """The variational family q(z|x): diagonal (normal, closed-form KL), mixture (of diagonal normals) or flow (a normalizing flow on a diagonal normal)."""
-    components: int = setting(2, minimum=1)
+    num_components: int = setting(2, minimum=1, aliases=("--components",))
     """Mixture components K of the mixture family."""
     flow: str = setting("iaf", choices=FLOWS)
     """Layers of the flow family: planar, radial, iaf or spline."""
@@ -87,7 +87,10 @@ class VAE(LatentVariableModel):
     def _networks(self, config, likelihood):
         """``(encoder, decoder, prior)``: the modules the model and guide use."""
         features = MLP(config.data_shape, config.hidden)
-        family = make_family(config.family, features.out_features, config.latent_dim, config.components, config.flow, config.flow_depth)
+        family = make_family(
+            config.family, features.out_features, config.latent_dim,
+            num_components=config.num_components, flow=config.flow, flow_depth=config.flow_depth,
+        )
         decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
         return nn.Sequential(features, family), decoder, StandardNormal(config.latent_dim)
 

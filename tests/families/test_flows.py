@@ -72,7 +72,7 @@ def test_log_det_and_log_prob_match_autograd_jacobian(flow, latent_dim, depth):
 @pytest.mark.parametrize("flow,latent_dim", CASES)
 def test_own_samples_score_after_expand_and_carry_gradients(flow, latent_dim):
     torch.manual_seed(1)
-    family = NormalizingFlow(IN_FEATURES, latent_dim, flow)
+    family = NormalizingFlow(IN_FEATURES, latent_dim, flow, 2)
     h = torch.randn(BATCH, IN_FEATURES, requires_grad=True)
     q = family(h)
     assert (q.batch_shape, q.event_shape, q.has_rsample) == ((BATCH,), (latent_dim,), True)
@@ -94,7 +94,7 @@ def test_own_samples_score_after_expand_and_carry_gradients(flow, latent_dim):
 @pytest.mark.parametrize("flow", FLOWS)
 def test_guide_site_in_data_plate_scores_its_own_sample(flow):
     torch.manual_seed(2)
-    family = NormalizingFlow(IN_FEATURES, 3, flow)
+    family = NormalizingFlow(IN_FEATURES, 3, flow, 2)
     h = torch.randn(BATCH, IN_FEATURES)
     built = []
 
@@ -123,7 +123,7 @@ def test_density_integrates_to_one_on_a_grid(flow, latent_dim, half_width, point
     # delta wide) at delta = 0.04 (0.004 in 1-d). The mass outside the box
     # is below 1.5e-4 (95%) when 20000 samples all fall inside.
     torch.manual_seed(3)
-    family = NormalizingFlow(IN_FEATURES, latent_dim, flow).double()
+    family = NormalizingFlow(IN_FEATURES, latent_dim, flow, 2).double()
     h = torch.randn(1, IN_FEATURES, dtype=torch.float64)
     axis = torch.linspace(-half_width, half_width, points, dtype=torch.float64)
     grid = torch.cartesian_prod(*[axis] * latent_dim).reshape(-1, latent_dim)
@@ -142,7 +142,7 @@ def test_density_is_normalized_by_importance_sampling(flow, latent_dim):
     # p0 = N(m, s^2) with s <= sigma / 2 qualifies; m and s are fitted to an
     # independent pilot sample so that p0 overlaps q.
     torch.manual_seed(4)
-    family = NormalizingFlow(IN_FEATURES, latent_dim, flow, depth=3).double()
+    family = NormalizingFlow(IN_FEATURES, latent_dim, flow, flow_depth=3).double()
     num_samples = 200000
     with torch.no_grad():
         q = family(torch.randn(1, IN_FEATURES, dtype=torch.float64).expand(num_samples, -1))
@@ -159,7 +159,7 @@ def test_density_is_normalized_by_importance_sampling(flow, latent_dim):
 def _tiny_vae(flow, latent_dim=3, data_dim=4):
     decoder = nn.Linear(latent_dim, data_dim)
     features = nn.Sequential(nn.Linear(data_dim, IN_FEATURES), nn.Tanh())
-    family = NormalizingFlow(IN_FEATURES, latent_dim, flow)
+    family = NormalizingFlow(IN_FEATURES, latent_dim, flow, 2)
 
     def model(x):
         with pyro.plate("data", x.shape[0]):
@@ -246,7 +246,7 @@ def test_iaf_guide_beats_diagonal_guide_on_a_banana_posterior():
     torch.manual_seed(7)
     diagonal, diagonal_se = _fit_banana(DiagonalNormal(1, 2))
     torch.manual_seed(7)
-    flow, flow_se = _fit_banana(NormalizingFlow(1, 2, "iaf", depth=2), steps=2000)
+    flow, flow_se = _fit_banana(NormalizingFlow(1, 2, "iaf", flow_depth=2), steps=2000)
     numbers = f"log p(x) = {log_evidence:.3f}, iaf ELBO = {flow:.3f}, diagonal ELBO = {diagonal:.3f}"
     # Both are lower bounds (a gap is a KL, >= 0: these fail only by Monte Carlo noise beyond 4 SE),
     # and the flow closes most of the mean-field gap (about 1 nat), by more than 50 standard errors.
@@ -263,8 +263,8 @@ def test_iaf_guide_beats_diagonal_guide_on_a_banana_posterior():
 
 def test_unknown_flow_bad_depth_and_one_dimensional_iaf_are_refused():
     with pytest.raises(ValueError, match="planar, radial, iaf, spline"):
-        NormalizingFlow(IN_FEATURES, 2, "maf")
+        NormalizingFlow(IN_FEATURES, 2, "maf", 2)
     with pytest.raises(ValueError, match="depth >= 1"):
-        NormalizingFlow(IN_FEATURES, 2, "planar", depth=0)
+        NormalizingFlow(IN_FEATURES, 2, "planar", flow_depth=0)
     with pytest.raises(ValueError, match="1-dimensional"):
-        NormalizingFlow(IN_FEATURES, 1, "iaf")
+        NormalizingFlow(IN_FEATURES, 1, "iaf", 2)

@@ -39,9 +39,9 @@ CASES = [(flow, dim) for flow in FLOWS for dim in (1, 3) if (flow, dim) != ("iaf
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _transforms(flow, dim, conditional, depth=2):
+def _transforms(flow, dim, conditional, flow_depth=2):
     """The layers of a float64 stack, conditioned on a random context if ``conditional``."""
-    layers = flow_layers(flow, dim, depth, context_dim=CONTEXT if conditional else None)
+    layers = flow_layers(flow, dim, flow_depth, context_dim=CONTEXT if conditional else None)
     for layer in layers:
         if isinstance(layer, nn.Module):
             layer.double()
@@ -61,7 +61,7 @@ def _exact_log_det(transform, x):
 @pytest.mark.parametrize("flow,dim", CASES)
 def test_every_layer_log_det_matches_autograd_jacobian(flow, dim, conditional):
     torch.manual_seed(0)
-    transforms = _transforms(flow, dim, conditional, depth=3)
+    transforms = _transforms(flow, dim, conditional, flow_depth=3)
     kinds = [type(t) for t in transforms]
     assert (Permute in kinds) == (flow in ("iaf", "spline") and dim > 1)
     # each layer at its own points, in the bulk of N(0, 1.5^2) where the
@@ -81,7 +81,7 @@ def test_every_layer_log_det_matches_autograd_jacobian(flow, dim, conditional):
 @pytest.mark.parametrize("flow,dim", CASES)
 def test_stack_log_det_matches_autograd_jacobian(flow, dim, conditional):
     torch.manual_seed(1)
-    transforms = _transforms(flow, dim, conditional, depth=3)
+    transforms = _transforms(flow, dim, conditional, flow_depth=3)
     x0 = torch.randn(1, dim, dtype=torch.float64)
 
     def push(x):
@@ -131,13 +131,13 @@ def _model(dim):
 
 def _autoguide_parts(flow, dim):
     pyro.clear_param_store()
-    guide = AutoFlowNormal(_model(dim), flow=flow, depth=2)
+    guide = AutoFlowNormal(_model(dim), flow=flow, flow_depth=2)
     guide()
     return list(guide.flow.parts)
 
 
 def _family_parts(flow, dim):
-    family = NormalizingFlow(CONTEXT, dim, flow, depth=2)
+    family = NormalizingFlow(CONTEXT, dim, flow, flow_depth=2)
     return list(family(torch.randn(3, CONTEXT)).transforms)
 
 
@@ -160,7 +160,7 @@ def test_family_and_autoguide_build_the_same_layers(flow, dim):
 
 def test_iaf_in_one_dimension_is_refused_with_the_same_error_by_both():
     with pytest.raises(ValueError, match="1-dimensional") as family_error:
-        NormalizingFlow(CONTEXT, 1, "iaf")
+        NormalizingFlow(CONTEXT, 1, "iaf", 2)
     pyro.clear_param_store()
     guide = AutoFlowNormal(_model(1), flow="iaf")
     with pytest.raises(ValueError, match="1-dimensional") as guide_error:

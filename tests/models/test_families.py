@@ -11,12 +11,12 @@ from pyprobvae.infer import elbo_terms, stratified_elbo_terms
 from tests.common import tiny_model
 
 GUIDES = [
-    dict(guide="diagonal"),
-    dict(guide="mixture", components=3),
-    dict(guide="flow", flow="planar", flow_depth=2),
-    dict(guide="flow", flow="radial", flow_depth=2),
-    dict(guide="flow", flow="iaf", flow_depth=2),
-    dict(guide="flow", flow="spline", flow_depth=2),
+    dict(family="diagonal"),
+    dict(family="mixture", num_components=3),
+    dict(family="flow", flow="planar", flow_depth=2),
+    dict(family="flow", flow="radial", flow_depth=2),
+    dict(family="flow", flow="iaf", flow_depth=2),
+    dict(family="flow", flow="spline", flow_depth=2),
 ]
 
 
@@ -45,7 +45,7 @@ def test_every_guide_trains_and_evaluates(options, digits):
 def test_stratified_bound_is_not_looser_than_the_elbo(digits):
     """E[L_strat] >= ELBO: compare means over repeated draws, with a 5-standard-error margin."""
     x = digits[1].x[:20]
-    vae = _vae(dict(guide="mixture", components=4))
+    vae = _vae(dict(family="mixture", num_components=4))
     with torch.no_grad():
         strat = torch.stack([stratified_elbo_terms(vae.model, vae.guide, x).elbo for _ in range(400)])
         plain = torch.stack([elbo_terms(vae.model, vae.guide, x, analytic_kl=False).elbo for _ in range(400)])
@@ -57,7 +57,7 @@ def test_stratified_bound_is_not_looser_than_the_elbo(digits):
 
 def test_stratified_terms_are_consistent(digits):
     x = digits[1].x[:10]
-    vae = _vae(dict(guide="mixture", components=2))
+    vae = _vae(dict(family="mixture", num_components=2))
     terms = stratified_elbo_terms(vae.model, vae.guide, x)
     assert terms.log_likelihood.shape == terms.kl.shape == (10,)
     # log sum_k pi_k w_k >= sum_k pi_k log w_k (Jensen): kl here is at most the stratified KL estimate
@@ -65,7 +65,7 @@ def test_stratified_terms_are_consistent(digits):
 
 
 def test_stratified_needs_a_mixture_guide(digits):
-    vae = _vae(dict(guide="diagonal"))
+    vae = _vae(dict(family="diagonal"))
     with pytest.raises(ValueError, match="stratified estimator needs a guide with exactly one latent site drawn from a mixture"):
         stratified_elbo_terms(vae.model, vae.guide, digits[1].x[:4])
 
