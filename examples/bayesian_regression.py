@@ -100,7 +100,7 @@ def make_guides():
     return {
         "AutoNormal": AutoNormal(model),
         "AutoMixtureNormal(K=2)": AutoMixtureNormal(model, num_components=2),
-        "AutoFlowNormal(iaf)": AutoFlowNormal(model, flow="iaf", depth=2),
+        "AutoFlowNormal(iaf)": AutoFlowNormal(model, flow="iaf", flow_depth=2),
     }
 
 
