@@ -86,12 +86,13 @@ class VAE(LatentVariableModel):
 
     def _networks(self, config, likelihood):
         """``(encoder, decoder, prior)``: the modules the model and guide use."""
+        # (built in this order, the order of 0.1, so that a seed gives the same initial weights)
         features = MLP(config.data_shape, config.hidden)
+        decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
         family = make_family(
             config.family, features.out_features, config.latent_dim,
             num_components=config.num_components, flow=config.flow, flow_depth=config.flow_depth,
         )
-        decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
         return nn.Sequential(features, family), decoder, StandardNormal(config.latent_dim)
 
     @property
