@@ -253,7 +253,7 @@ class TokenLikelihood(Likelihood):
         if x.dtype not in _INTEGER_DTYPES:
             raise ValueError(
                 f"the tokens likelihood needs integer token ids (int64), but {name} has dtype "
-                f"{x.dtype}: encode text with pyprobvae.text.encode_text"
+                f"{x.dtype}: encode text with pyprobvae.data.text.encode_text"
             )
         outside = ((x < 0) | (x >= self.vocab_size)).sum()
         if outside:

@@ -4,7 +4,7 @@ Loading image (and text) data sets into memory for VAE training.
 Every image loader returns a :class:`Dataset` whose ``x`` is a float32
 tensor of pixel values in ``[0, 1]`` (images channel-first) and whose ``y``
 holds int64 labels; text data sets hold int64 token ids of a character
-vocabulary instead (:mod:`pyprobvae.text`). Data sets are small enough to
+vocabulary instead (:mod:`pyprobvae.data.text`). Data sets are small enough to
 live in memory, so training loops slice ``x`` with the index batches of
 :func:`iterate_minibatches` instead of going through a per-item
 ``DataLoader``.
@@ -15,7 +15,7 @@ Sources:
 * ``"mnist"`` / ``"fashion-mnist"``: MNIST-format IDX files in a local directory.
 * a ``.npz`` archive, or in-memory arrays via :func:`from_arrays`.
 * ``"text"`` / ``"text:PATH"``: character sequences from a built-in corpus or
-  a UTF-8 text file (:func:`pyprobvae.text.load_text`).
+  a UTF-8 text file (:func:`pyprobvae.data.text.load_text`).
 """
 
 import os
@@ -37,9 +37,9 @@ def load_dataset(
 
     :param str name: one of :data:`DATASETS`, a path ending in ``".npz"``,
         ``"text"`` (the built-in corpus of
-        :func:`pyprobvae.text.default_corpus`) or ``"text:PATH"`` (a UTF-8
+        :func:`pyprobvae.data.text.default_corpus`) or ``"text:PATH"`` (a UTF-8
         text file); text is cut into sequences of 64 characters, see
-        :func:`pyprobvae.text.load_text`.
+        :func:`pyprobvae.data.text.load_text`.
     :param str split: ``"train"`` or ``"test"``.
     :param str data_dir: directory holding the IDX files; required for
         ``"mnist"`` and ``"fashion-mnist"``, ignored otherwise.

@@ -75,7 +75,7 @@ class VQVAE(LatentVariableModel):
                    factor("commitment", beta ||z_e - sg[e_k]||^2)
 
     The guide is deterministic: the encoder output ``z_e`` snaps to its
-    nearest codes (:class:`~pyprobvae.quantizer.VectorQuantizer`), and the
+    nearest codes (:class:`~pyprobvae.families.quantizer.VectorQuantizer`), and the
     straight-through value passes the decoder's gradient to the encoder
     unchanged. Since q is a point mass on the codes, the ELBO is
 
@@ -91,7 +91,7 @@ class VQVAE(LatentVariableModel):
 
         -log p(x|z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2   (nats per example).
 
-    Stage 2 fits ``code_prior`` (a :class:`~pyprobvae.code_prior.TransformerPrior`)
+    Stage 2 fits ``code_prior`` (a :class:`~pyprobvae.priors.transformer.TransformerPrior`)
     to the codes of the training set; the same bound then uses it.
 
     The encoder maps ``x`` to ``z_e`` of shape ``(batch, P, D)``; the decoder
