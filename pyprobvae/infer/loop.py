@@ -174,7 +174,8 @@ class Trainer:
         The step's term sums join the window that :meth:`check` reads.
         """
         loss, terms = self.objective(*batch, step=self.global_step)
-        sums = torch.stack([t.detach().sum(dtype=self._dtype) for t in terms] + [loss.detach().to(self._dtype)])
+        # one (terms + 1,) vector per step: each term summed over the batch, then the loss (as a batch of its value)
+        sums = torch.stack([*terms, loss.expand_as(terms[0])]).detach().sum(-1, dtype=self._dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -207,8 +208,9 @@ class Trainer:
             if not math.isfinite(value)
         ]
         loss = float(sums[-1])
-        text = " and ".join(bad) or f"the loss is {'NaN' if math.isnan(loss) else 'infinite'}"
-        return f"{text} (loss = {loss})"
+        if math.isfinite(loss):
+            return " and ".join(bad)
+        return f"{' and '.join(bad) or 'the loss is not finite'} (loss = {loss})"
 
     def run(
         self,
