@@ -23,6 +23,7 @@ import typing
 from . import __version__
 from .config import ConfigError, field_docs, field_types, optional_inner
 from .data import DataError
+from .evaluation import EvaluationConfig
 from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
 from .interpolation import INTERPOLATIONS
 from .models import MODELS
@@ -30,7 +31,7 @@ from .models.ae import CODE_SOURCES
 from .models.registry import inapplicable_reason, model_class, setting_owners
 from .priors import TransformerPriorConfig
 from .runs import verbs
-from .runs.folder import DataConfig, EvaluationConfig, Run, read_config
+from .runs.folder import DataConfig, Run, read_config
 from .runs.writers import write_array, write_examples, write_paths, write_reconstructions
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from pyprobvae.cli import make_parser
 from pyprobvae.config import Config, ConfigError, field_docs, setting
-from pyprobvae.evaluation import ClassifierConfig
+from pyprobvae.evaluation import ClassifierConfig, EvaluationConfig
 from pyprobvae.infer import LoopConfig, PriorTrainConfig, TrainConfig
 from pyprobvae.models import MODELS
 from pyprobvae.priors import TransformerPriorConfig
-from pyprobvae.runs import DataConfig, EvaluationConfig
+from pyprobvae.runs import DataConfig
 
 CONFIGS = [cls.Config for cls in MODELS.values()] + [
     LoopConfig, TrainConfig, PriorTrainConfig, ClassifierConfig, TransformerPriorConfig, DataConfig, EvaluationConfig,

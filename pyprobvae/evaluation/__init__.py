@@ -6,6 +6,7 @@ generated samples judged by a classifier (:mod:`~pyprobvae.evaluation.scores`).
 
 from .metrics import (
     ACTIVE_UNIT_THRESHOLD,
+    EvaluationConfig,
     active_units,
     code_usage,
     evaluate,
@@ -13,10 +14,18 @@ from .metrics import (
     kl_per_dimension,
     reconstruction_mse,
 )
-from .scores import ClassifierConfig, SampleClassifier, frechet_distance, load_or_train_classifier, sample_scores, train_classifier
+from .scores import (
+    ClassifierConfig,
+    SampleClassifier,
+    frechet_distance,
+    load_or_train_classifier,
+    sample_scores,
+    train_classifier,
+)
 
 __all__ = [
-    "ACTIVE_UNIT_THRESHOLD", "ClassifierConfig", "SampleClassifier", "active_units", "code_usage", "evaluate",
+    "ACTIVE_UNIT_THRESHOLD", "ClassifierConfig", "EvaluationConfig", "SampleClassifier", "active_units", "code_usage",
+    "evaluate",
     "frechet_distance", "iwae_log_likelihood", "kl_per_dimension", "load_or_train_classifier", "reconstruction_mse",
     "sample_scores", "train_classifier",
 ]

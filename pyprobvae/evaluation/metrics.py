@@ -4,16 +4,30 @@ in nats per example unless said otherwise.
 """
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch.distributions import Independent, kl_divergence
 
+from ..config import Config, setting
 from ..data import iterate_minibatches
 from ..families.quantizer import code_counts, codes_used, perplexity
 from ..infer.elbo import log_importance_weights
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@dataclass
+class EvaluationConfig(Config):
+    """How a run is evaluated."""
+
+    iwae_samples: int = setting(1000, minimum=1)
+    """K of the importance-weighted estimate of the test NLL."""
+    seed: int = 0
+    """Seeds the Monte Carlo estimates and the scored samples."""
+    scored_samples: int = setting(1000, minimum=2)
+    """Samples decoded and judged by the classifier (labelled image data)."""
 
 
 @torch.no_grad()
@@ -103,7 +117,8 @@ def reconstruction_mse(model, x: torch.Tensor, y: Optional[torch.Tensor] = None)
 
 
 def evaluate(
-    model, x: torch.Tensor, iwae_samples: int = 1000, analytic_kl: bool = True, y: Optional[torch.Tensor] = None
+    model, x: torch.Tensor, iwae_samples: int = EvaluationConfig.iwae_samples, analytic_kl: bool = True,
+    y: Optional[torch.Tensor] = None,
 ) -> dict:
     """
     Every held-out number of a model, in nats per example:
@@ -140,6 +155,6 @@ def code_usage(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
 
 
 __all__ = [
-    "ACTIVE_UNIT_THRESHOLD", "active_units", "code_usage", "codes_used", "evaluate", "iwae_log_likelihood",
+    "ACTIVE_UNIT_THRESHOLD", "EvaluationConfig", "active_units", "code_usage", "codes_used", "evaluate", "iwae_log_likelihood",
     "kl_per_dimension", "perplexity", "reconstruction_mse",
 ]

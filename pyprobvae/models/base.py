@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..config import Config, setting
+from ..evaluation import EvaluationConfig
 from ..likelihoods import LIKELIHOODS, default_likelihood
 
 
@@ -211,7 +212,10 @@ class LatentVariableModel(nn.Module):
         """The latent dimensions in the order to show them, most informative first."""
         raise ValueError(f"{self.description} has no latent dimensions to traverse")
 
-    def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = 1000, analytic_kl: bool = True) -> dict:
+    def evaluate(
+        self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
+        analytic_kl: bool = True,
+    ) -> dict:
         """Every held-out number of the model on ``x`` (as the model sees it), in nats per example."""
         raise NotImplementedError
 

@@ -12,7 +12,13 @@ from torch import nn
 
 from .. import interpolation
 from ..config import ConfigError, setting
-from ..evaluation.metrics import active_units, iwae_log_likelihood, kl_per_dimension, reconstruction_mse
+from ..evaluation.metrics import (
+    EvaluationConfig,
+    active_units,
+    iwae_log_likelihood,
+    kl_per_dimension,
+    reconstruction_mse,
+)
 from ..families import FAMILIES, FLOWS, make_family
 from ..infer.training import dataset_elbo
 from ..likelihoods import make_likelihood
@@ -273,7 +279,10 @@ class VAE(LatentVariableModel):
         return self._decode(path.reshape(-1, self.latent_dim), condition).reshape(path.shape[:2] + self.data_shape)
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = 1000, analytic_kl: bool = True) -> dict:
+    def evaluate(
+        self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
+        analytic_kl: bool = True,
+    ) -> dict:
         """
         Every held-out number, in nats per example:
 

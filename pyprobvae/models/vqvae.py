@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, setting
-from ..evaluation.metrics import code_usage, codes_used, perplexity
+from ..evaluation.metrics import EvaluationConfig, code_usage, codes_used, perplexity
 from ..families.quantizer import VectorQuantizer
 from ..infer.training import dataset_elbo
 from ..likelihoods import make_likelihood
@@ -210,7 +210,7 @@ class VQVAE(LatentVariableModel):
         return self.decode(self.prior(num_samples).sample_codes(num_samples, temperature, top_k))
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = 1000,
+    def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
                  analytic_kl: bool = True, batch_size: int = 500) -> dict:
         """
         Every held-out number (the bound is exact for a point guide, so

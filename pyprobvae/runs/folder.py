@@ -29,9 +29,16 @@ from typing import Optional
 
 import torch
 
-from ..config import Config, setting
+from ..config import Config
 from ..data import Dataset, load_dataset
-from ..infer import CheckpointError, TrainConfig, evaluation_data, load_checkpoint, save_checkpoint
+from ..evaluation import EvaluationConfig
+from ..infer import (
+    CheckpointError,
+    TrainConfig,
+    evaluation_data,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ..infer.loop import resolve_device
 from ..models import ModelConfig, build_model, config_from_dict
 from .writers import write_json
@@ -59,18 +66,6 @@ class DataConfig(Config):
         elif dataset.endswith(".npz"):
             dataset = os.path.abspath(dataset)
         return self.replace(dataset=dataset, data_dir=None if data_dir is None else os.path.abspath(data_dir))
-
-
-@dataclass
-class EvaluationConfig(Config):
-    """How a run is evaluated."""
-
-    iwae_samples: int = setting(1000, minimum=1)
-    """K of the importance-weighted estimate of the test NLL."""
-    seed: int = 0
-    """Seeds the Monte Carlo estimates and the scored samples."""
-    scored_samples: int = setting(1000, minimum=2)
-    """Samples decoded and judged by the classifier (labelled image data)."""
 
 
 @dataclass

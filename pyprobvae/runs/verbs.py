@@ -15,13 +15,13 @@ import torch
 
 from .. import plots
 from ..data import load_dataset
-from ..evaluation import load_or_train_classifier, sample_scores
+from ..evaluation import EvaluationConfig, load_or_train_classifier, sample_scores
 from ..infer import CheckpointError, PriorTrainConfig, TrainConfig, fit
 from ..infer import train_prior as fit_prior
 from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
 from ..priors import TransformerPriorConfig
-from .folder import CHECKPOINT, CLASSIFIER, METRICS, DataConfig, EvaluationConfig, Run, RunConfig, read_config, write_config
+from .folder import CHECKPOINT, CLASSIFIER, METRICS, DataConfig, Run, RunConfig, read_config, write_config
 from .writers import write_exhibits, write_json
 
 
