@@ -19,7 +19,7 @@ from pyprobvae.evaluation.metrics import (
     kl_per_dimension,
 )
 from pyprobvae.infer.training import TrainConfig, dataset_elbo, fit
-from pyprobvae.models import build_vae
+from tests.common import tiny_model
 
 LATENT = 3
 
@@ -29,8 +29,7 @@ def trained():
     """A tiny categorical VAE trained for a few epochs on part of digits, and held-out data."""
     train, test = load_digits("train"), load_digits("test")
     train = Dataset("digits", train.x[:400], train.y[:400], train.data_shape, 17, 10)
-    torch.manual_seed(0)
-    vae = build_vae((1, 8, 8), latent_dim=LATENT, hidden=(32,), likelihood="categorical", num_levels=17)
+    vae = tiny_model(latent_dim=LATENT, hidden=(32,))
     fit(vae, train, None, TrainConfig(epochs=3, batch_size=40, lr=5e-3, seed=0), progress=False)
     return vae, test.x[:120]
 

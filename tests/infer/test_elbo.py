@@ -31,8 +31,8 @@ from torch.distributions import kl_divergence
 from pyprobvae.evaluation.metrics import iwae_log_likelihood
 from pyprobvae.families import DiagonalNormal
 from pyprobvae.infer.elbo import ELBOTerms, elbo_terms, log_importance_weights
-from pyprobvae.models import build_vae
 from pyprobvae.priors import StandardNormal
+from tests.common import tiny_model
 
 DTYPE = torch.float64
 d, D = 2, 3
@@ -362,8 +362,7 @@ def test_iwae_rejects_zero_samples():
 
 
 def _vae_and_data(seed=0):
-    torch.manual_seed(seed)
-    vae = build_vae((1, 4, 4), latent_dim=3, hidden=(8,), likelihood="bernoulli").double()
+    vae = tiny_model(seed=seed, data_shape=(1, 4, 4), hidden=(8,), likelihood="bernoulli").double()
     x = torch.bernoulli(torch.full((12, 1, 4, 4), 0.4, dtype=DTYPE), generator=torch.Generator().manual_seed(seed))
     return vae, x
 
