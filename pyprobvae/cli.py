@@ -26,9 +26,9 @@ from .data import DataError
 from .evaluation import EvaluationConfig
 from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
 from .interpolation import INTERPOLATIONS
-from .models import MODELS
+from .models import MODELS, ModelConfig
 from .models.ae import CODE_SOURCES
-from .models.registry import inapplicable_reason, model_class, setting_owners
+from .models.registry import DEFAULT_MODEL, inapplicable_reason, model_class, setting_owners
 from .priors import TransformerPriorConfig
 from .runs import verbs
 from .runs.folder import DataConfig, Run, read_config
@@ -128,6 +128,9 @@ def _add_config_options(parser, configs, *, skip=(), only=None, seen=None):
                 continue
             seen.add(f.name)
             help_text = f"{docs.get(f.name, '')} (default: {_show_default(f.default)})".strip()
+            owners = [name for name, model in MODELS.items() if issubclass(cls, ModelConfig) and f.name in _names(model.Config)]
+            if owners and len(owners) < len(MODELS):
+                help_text += f" [--model {', '.join(owners)}]"
             flags = [_flag(f.name), *f.metadata.get("aliases", ())]
             if optional_inner(types[f.name])[0] is bool:
                 parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
@@ -193,21 +196,21 @@ def _class_pair(text):
 # ------------------------------------------------------------------- parser
 
 
-def _model_configs():
-    return [cls.Config for cls in MODELS.values()]
-
-
 def _add_train(commands):
     p = commands.add_parser("train", help="train a model into a run folder")
+    seen = _add_config_options(p.add_argument_group("data"), [DataConfig])
+    group = p.add_argument_group("every model")
     models = ", ".join(f"{name} ({cls.description})" for name, cls in MODELS.items())
-    p.add_argument("--model", choices=tuple(MODELS), default=argparse.SUPPRESS, help=f"the model: {models} (default: vae)")
-    seen = _add_config_options(p, [DataConfig])
-    seen = _add_config_options(p, _model_configs(), skip=("model",), seen=seen)
-    seen = _add_config_options(p, [TrainConfig], seen=seen)
-    _add_config_options(p, [EvaluationConfig], only=("iwae_samples",), seen=seen)
-    p.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument("--model", choices=tuple(MODELS), default=argparse.SUPPRESS, help=f"the model: {models} (default: {DEFAULT_MODEL})")
+    seen = _add_config_options(group, [ModelConfig], skip=("model",), seen=seen)
+    for name, cls in MODELS.items():  # each setting in the group of the first model that has it
+        seen = _add_config_options(p.add_argument_group(f"{cls.description} (--model {name})"), [cls.Config], skip=("model",), seen=seen)
+    seen = _add_config_options(p.add_argument_group("training"), [TrainConfig], seen=seen)
+    _add_config_options(p.add_argument_group("evaluation"), [EvaluationConfig], only=("iwae_samples",), seen=seen)
+    group = p.add_argument_group("run folder")
+    group.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
+    group.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_run_commands(commands):
@@ -306,7 +309,7 @@ def _train(args):
         training = {**saved.train.to_dict(), **_pick(given, TrainConfig)}
         evaluation = saved.evaluation.replace(**_pick(given, EvaluationConfig))
     else:
-        name = given.pop("model", "vae")
+        name = given.pop("model", DEFAULT_MODEL)
         cls = model_class(name)
         for setting in given:
             if setting in cls.unused_training_settings:

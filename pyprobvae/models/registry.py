@@ -23,6 +23,9 @@ from .vqvae import VQVAE
 MODELS: Dict[str, type] = {}
 """The registered model classes by name (the ``model`` setting)."""
 
+DEFAULT_MODEL = "vae"
+"""The model trained when none is named."""
+
 
 def model_name(cls: type) -> str:
     """The name a model class is registered under (its config's ``model`` default)."""
@@ -73,7 +76,7 @@ def inapplicable_reason(cls: type, setting: str, spelled: str, model_spelled: st
     return f"{spelled} does not apply to {here}; it is a setting of {', '.join(o.description for o in owners)}"
 
 
-def model_config(model: str = "vae", **settings) -> ModelConfig:
+def model_config(model: str = DEFAULT_MODEL, **settings) -> ModelConfig:
     """
     The config of the model registered as ``model`` with the given settings
     (the others at their defaults).
@@ -113,7 +116,7 @@ def build_model(config: Union[ModelConfig, dict]) -> LatentVariableModel:
     return model_class(config.model)(config)
 
 
-def build_vae(data_shape: Sequence[int], model: str = "vae", **settings) -> LatentVariableModel:
+def build_vae(data_shape: Sequence[int], model: str = DEFAULT_MODEL, **settings) -> LatentVariableModel:
     """
     Shorthand for ``build_model(model_config(model, data_shape=data_shape,
     **settings))``: any registered model (``"vae"`` by default) for examples of
