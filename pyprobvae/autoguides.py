@@ -3,7 +3,8 @@ Automatic guides for arbitrary Pyro models beyond Pyro's Gaussian families: a
 mixture of diagonal Gaussians and a normalizing flow.
 
 Both follow Pyro's :class:`~pyro.infer.autoguide.AutoContinuous` recipe, the
-automatic differentiation variational inference (ADVI) of [1]. Every latent
+automatic differentiation variational inference (ADVI) of Kucukelbir et al.
+2017. Every latent
 site :math:`x_s` of the model, with support :math:`S_s`, is mapped to
 unconstrained space by the bijection :math:`T_s` = ``biject_to(S_s)``, and the
 unconstrained values are concatenated into one vector
@@ -31,30 +32,21 @@ The flow layers of :class:`AutoFlowNormal`, with their math and references,
 are those of :mod:`pyprobvae.families.layers`, shared with the VAE family
 :class:`~pyprobvae.families.flow.NormalizingFlow`.
 
-References:
+**References**
 
-[1] Alp Kucukelbir, Dustin Tran, Rajesh Ranganath, Andrew Gelman, David M.
-Blei. Automatic Differentiation Variational Inference. JMLR 18(14), 2017.
-
-[2] Samuel J. Gershman, Matthew D. Hoffman, David M. Blei. Nonparametric
-Variational Inference. ICML 2012.
-
-[3] Danilo Jimenez Rezende, Shakir Mohamed. Variational Inference with
-Normalizing Flows. ICML 2015.
-
-[4] Michael D. McKay, Richard J. Beckman, William J. Conover. A Comparison of
-Three Methods for Selecting Values of Input Variables in the Analysis of
-Output from a Computer Code. Technometrics 21(2), 1979.
-
-[5] Warren R. Morningstar, Sharad M. Vikram, Cusuh Ham, Andrew Gallagher,
-Joshua V. Dillon. Automatic Differentiation Variational Inference with
-Mixtures. AISTATS 2021.
-
-[6] Michael Figurnov, Shakir Mohamed, Andriy Mnih. Implicit
-Reparameterization Gradients. NeurIPS 2018.
-
-[7] Martin Jankowiak, Theofanis Karaletsos. Pathwise Derivatives for
-Multivariate Distributions. AISTATS 2019.
+- Kucukelbir et al. 2017, "Automatic Differentiation Variational Inference",
+  JMLR 18(14).
+- Gershman et al. 2012, "Nonparametric Variational Inference", ICML.
+- Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows",
+  ICML.
+- McKay et al. 1979, "A Comparison of Three Methods for Selecting Values of
+  Input Variables in the Analysis of Output from a Computer Code",
+  Technometrics 21(2).
+- Morningstar et al. 2021, "Automatic Differentiation Variational Inference
+  with Mixtures", AISTATS.
+- Figurnov et al. 2018, "Implicit Reparameterization Gradients", NeurIPS.
+- Jankowiak & Karaletsos 2019, "Pathwise Derivatives for Multivariate
+  Distributions", AISTATS.
 """
 
 import math
@@ -162,7 +154,7 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     r"""
     An :class:`~pyro.infer.autoguide.AutoContinuous` guide whose density over
     the unconstrained latent vector :math:`u \in \mathbb{R}^D` is a mixture of
-    :math:`K` diagonal Gaussians [2],
+    :math:`K` diagonal Gaussians (Gershman et al. 2012),
 
     .. math::
 
@@ -183,7 +175,7 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     gradients and stay together, so the locations start spread around the
     point :math:`c` of ``init_loc_fn`` (in unconstrained space):
     :math:`\mu_{kd} = c_d + \delta_{kd}`, where the offsets
-    :math:`\delta` are a Latin hypercube sample [4] of
+    :math:`\delta` are a Latin hypercube sample (McKay et al. 1979) of
     :math:`\mathcal{N}(0, s^2 I)`, :math:`s` = ``init_spread``. In every
     coordinate :math:`d` the :math:`K` offsets are the :math:`K` stratum
     midpoints :math:`s\,\Phi^{-1}((j + 1/2)/K)`, :math:`j = 0, \dots, K-1`,
@@ -202,9 +194,10 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     :meth:`MixtureOfDiagonalNormals.rsample
     <pyprobvae.distributions.MixtureOfDiagonalNormals.rsample>`, with
     pathwise derivatives for the locations, scales and logits (implicit
-    reparameterization [6] for :math:`D = 1`, the transport of [7] for
-    :math:`D \ge 2`), so ``Trace_ELBO`` differentiates through the draws as
-    for Pyro's Gaussian guides. These derivatives are unbiased, but the one for the logits divides by
+    reparameterization of Figurnov et al. 2018 for :math:`D = 1`, the
+    transport of Jankowiak & Karaletsos 2019 for :math:`D \ge 2`), so
+    ``Trace_ELBO`` differentiates through the draws as for Pyro's Gaussian
+    guides. These derivatives are unbiased, but the one for the logits divides by
     :math:`q(u)` at the draw: when components sit far apart relative to
     their scales, the rare draws between them give very large gradients,
     whose variance grows without bound as the components separate. The
@@ -214,7 +207,7 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     the fitted masses range from about 0.3/0.7 to 0.5/0.5 across seeds);
     smaller learning rates reduce the drift. The stratified estimator
     :math:`\sum_k \pi_k f(u_k)`, :math:`u_k \sim \mathcal{N}(\mu_k,
-    \mathrm{diag}\,\sigma_k^2)` [5] removes the problem, but needs an ELBO
+    \mathrm{diag}\,\sigma_k^2)` (Morningstar et al. 2021) removes the problem, but needs an ELBO
     that evaluates the model once per component, which ``Trace_ELBO`` does
     not.
 
@@ -313,7 +306,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
     r"""
     An :class:`~pyro.infer.autoguide.AutoContinuous` guide whose density over
     the unconstrained latent vector :math:`u \in \mathbb{R}^D` is a diagonal
-    Gaussian made flexible by a normalizing flow [3]:
+    Gaussian made flexible by a normalizing flow (Rezende & Mohamed 2015):
 
     .. math::
 

@@ -12,62 +12,73 @@ from torch.special import ndtr
 
 
 class MixtureOfDiagonalNormals(TorchDistribution):
-    """
-    A mixture of K Gaussians with diagonal covariances in D dimensions,
+    r"""
+    A mixture of :math:`K` Gaussians with diagonal covariances in :math:`D`
+    dimensions,
 
-        q(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2)),   pi = softmax(logits),
+    .. math::
 
-    with reparameterized samples for every D >= 1.
+        q(z) = \sum_k \pi_k\, \mathcal{N}(z; \mu_k, \mathrm{diag}\, \sigma_k^2),
+        \qquad \pi = \mathrm{softmax}(\mathrm{logits}),
+
+    with reparameterized samples for every :math:`D \ge 1`.
 
     A draw picks a component and then samples it, a discrete choice that the
     reparameterization trick cannot differentiate. :meth:`rsample` returns
-    the draw ``z`` with the derivative ``dz/dtheta`` of a transport that keeps
-    ``z ~ q`` as the parameters theta move, so that ``E_q[grad_z f(z)
-    dz/dtheta] = grad_theta E_q[f(z)]`` for every f:
+    the draw :math:`z` with the derivative :math:`\partial z / \partial \theta`
+    of a transport that keeps :math:`z \sim q` as the parameters
+    :math:`\theta` move, so that
+    :math:`\mathbb{E}_q[\nabla_z f(z)\, \partial z / \partial \theta] = \nabla_\theta \mathbb{E}_q[f(z)]`
+    for every :math:`f`:
 
-    - for the means and scales, the field of Jankowiak & Karaletsos [1],
-      ``dz_d/dmu_kd = r_k(z)`` and ``dz_d/dsigma_kd = r_k(z) (z_d - mu_kd) /
-      sigma_kd``, with responsibilities ``r_k(z) = pi_k N(z; mu_k, sigma_k) /
-      q(z)``: the reparameterization trick of the drawn component, averaged
-      over which component drew z;
-    - for the logits, implicit reparameterization [2] through the
-      distributional transform of Graves [3]: the conditional CDFs
-      ``u_d = F_d(z_d | z_<d) = sum_k w_kd Phi((z_d - mu_kd) / sigma_kd)``,
-      with ``w_kd`` proportional to ``pi_k prod_{j<d} N(z_j; mu_kj,
-      sigma_kj)``, map q to the uniform distribution, so holding u fixed
-      gives ``dz/dtheta = -(dF/dz)^{-1} dF/dtheta``, a lower-triangular solve
-      that costs O(K D^2) per draw. For D = 1 this is ``dz/dtheta =
-      -(dF/dtheta) / q(z)``.
+    - for the means and scales, the field of Jankowiak & Karaletsos 2019,
+      :math:`\partial z_d / \partial \mu_{kd} = r_k(z)` and
+      :math:`\partial z_d / \partial \sigma_{kd} = r_k(z)\, (z_d - \mu_{kd}) / \sigma_{kd}`,
+      with responsibilities
+      :math:`r_k(z) = \pi_k \mathcal{N}(z; \mu_k, \sigma_k) / q(z)`: the
+      reparameterization trick of the drawn component, averaged over which
+      component drew :math:`z`;
+    - for the logits, implicit reparameterization (Figurnov et al. 2018)
+      through the distributional transform of Graves 2016: the conditional
+      CDFs
+      :math:`u_d = F_d(z_d \mid z_{<d}) = \sum_k w_{kd}\, \Phi((z_d - \mu_{kd}) / \sigma_{kd})`,
+      with :math:`w_{kd}` proportional to
+      :math:`\pi_k \prod_{j<d} \mathcal{N}(z_j; \mu_{kj}, \sigma_{kj})`, map
+      :math:`q` to the uniform distribution, so holding :math:`u` fixed gives
+      :math:`\partial z / \partial \theta = -(\partial F / \partial z)^{-1}\, \partial F / \partial \theta`,
+      a lower-triangular solve that costs :math:`O(K D^2)` per draw. For
+      :math:`D = 1` this is
+      :math:`\partial z / \partial \theta = -(\partial F / \partial \theta) / q(z)`.
 
     :class:`pyro.distributions.MixtureOfDiagNormals` has the same fields for
-    the means and scales (and refuses D = 1), but its derivative in the
-    logits is biased: it matches ``grad E_q[f]`` for ``f(z) = |z|^2`` but not
-    for ``f(z) = z_1 z_2`` or ``sin(z_1)``.
+    the means and scales (and refuses :math:`D = 1`), but its derivative in
+    the logits is biased: it matches :math:`\nabla \mathbb{E}_q[f]` for
+    :math:`f(z) = \lvert z \rvert^2` but not for :math:`f(z) = z_1 z_2` or
+    :math:`\sin(z_1)`.
 
     Any transport for the weights must carry mass across the low-density gap
     between components, so when they are far apart the derivative in the
     logits is heavy-tailed. :meth:`stratified_rsample` avoids it: it draws
-    once from each component, for the stratified estimator ``sum_k pi_k
-    f(z_k)`` of ``E_q[f(z)]`` [4], whose gradient reaches the weights through
-    pi_k directly.
+    once from each component, for the stratified estimator
+    :math:`\sum_k \pi_k f(z_k)` of :math:`\mathbb{E}_q[f(z)]` (Morningstar et
+    al. 2021), whose gradient reaches the weights through :math:`\pi_k`
+    directly.
 
-    [1] Pathwise Derivatives for Multivariate Distributions, Martin Jankowiak
-    & Theofanis Karaletsos. AISTATS 2019, arXiv:1806.01856.
+    **References**
 
-    [2] Implicit Reparameterization Gradients, Michael Figurnov, Shakir
-    Mohamed & Andriy Mnih. NeurIPS 2018, arXiv:1805.08498.
+    - Jankowiak & Karaletsos 2019, "Pathwise Derivatives for Multivariate
+      Distributions", AISTATS, arXiv:1806.01856.
+    - Figurnov et al. 2018, "Implicit Reparameterization Gradients", NeurIPS,
+      arXiv:1805.08498.
+    - Graves 2016, "Stochastic Backpropagation through Mixture Density
+      Distributions", arXiv:1607.05690.
+    - Morningstar et al. 2021, "Automatic Differentiation Variational
+      Inference with Mixtures", AISTATS, arXiv:2003.01687.
 
-    [3] Stochastic Backpropagation through Mixture Density Distributions,
-    Alex Graves. arXiv:1607.05690, 2016.
-
-    [4] Automatic Differentiation Variational Inference with Mixtures, Warren
-    R. Morningstar, Sharad M. Vikram, Cusuh Ham, Andrew Gallagher & Joshua V.
-    Dillon. AISTATS 2021, arXiv:2003.01687.
-
-    :param torch.Tensor locs: component means mu, shape
+    :param torch.Tensor locs: component means :math:`\mu`, shape
         ``batch_shape + (K, D)``.
-    :param torch.Tensor scales: component standard deviations sigma > 0,
-        shape ``batch_shape + (K, D)``.
+    :param torch.Tensor scales: component standard deviations
+        :math:`\sigma > 0`, shape ``batch_shape + (K, D)``.
     :param torch.Tensor logits: unnormalized log weights, shape
         ``batch_shape + (K,)``.
     :param bool validate_args: check the parameters and the values passed to
@@ -96,20 +107,20 @@ class MixtureOfDiagonalNormals(TorchDistribution):
 
     @property
     def component_log_weights(self):
-        """log pi = log softmax(logits), shape ``batch_shape + (K,)``."""
+        r""":math:`\log \pi = \log \mathrm{softmax}(\mathrm{logits})`, shape ``batch_shape + (K,)``."""
         return self.logits.log_softmax(-1)
 
     @property
     def mean(self):
-        """E[z] = sum_k pi_k mu_k."""
+        r""":math:`\mathbb{E}[z] = \sum_k \pi_k \mu_k`."""
         return (self.component_log_weights.exp().unsqueeze(-1) * self.locs).sum(-2)
 
     @property
     def variance(self):
-        """
-        Var[z] = sum_k pi_k (sigma_k^2 + mu_k^2) - E[z]^2, evaluated as
-        ``sum_k pi_k (sigma_k^2 + (mu_k - E[z])^2)``, which cannot cancel to a
-        negative number.
+        r"""
+        :math:`\mathrm{Var}[z] = \sum_k \pi_k (\sigma_k^2 + \mu_k^2) - \mathbb{E}[z]^2`,
+        evaluated as :math:`\sum_k \pi_k (\sigma_k^2 + (\mu_k - \mathbb{E}[z])^2)`,
+        which cannot cancel to a negative number.
         """
         weights = self.component_log_weights.exp().unsqueeze(-1)
         return (weights * (self.scales.pow(2) + (self.locs - self.mean.unsqueeze(-2)).pow(2))).sum(-2)
@@ -132,10 +143,10 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return -0.5 * standardized.pow(2) - self.scales.log() - 0.5 * math.log(2 * math.pi), standardized
 
     def log_prob(self, value):
-        """
-        log q(z) = logsumexp_k (log pi_k + sum_d log N(z_d; mu_kd, sigma_kd)).
+        r"""
+        :math:`\log q(z) = \operatorname{logsumexp}_k \bigl(\log \pi_k + \sum_d \log \mathcal{N}(z_d; \mu_{kd}, \sigma_{kd})\bigr)`.
 
-        :param torch.Tensor value: points z, shape ``sample_shape +
+        :param torch.Tensor value: points :math:`z`, shape ``sample_shape +
             batch_shape + (D,)`` (or broadcastable to it).
         """
         if self._validate_args:
@@ -144,9 +155,10 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return torch.logsumexp(self.component_log_weights + log_densities.sum(-1), dim=-1)
 
     def sample(self, sample_shape=torch.Size()):
-        """
-        Pick a component k ~ Categorical(pi), then draw z ~ N(mu_k,
-        diag(sigma_k^2)); no gradient flows.
+        r"""
+        Pick a component :math:`k \sim \mathrm{Categorical}(\pi)`, then draw
+        :math:`z \sim \mathcal{N}(\mu_k, \mathrm{diag}\, \sigma_k^2)`; no
+        gradient flows.
 
         :param torch.Size sample_shape: leading shape of the draws.
         """
@@ -159,8 +171,8 @@ class MixtureOfDiagonalNormals(TorchDistribution):
             return torch.normal(locs, scales)
 
     def rsample(self, sample_shape=torch.Size()):
-        """
-        Draw z ~ q with pathwise derivatives with respect to locs, scales and
+        r"""
+        Draw :math:`z \sim q` with pathwise derivatives with respect to locs, scales and
         logits (see the class docstring). The value is that of :meth:`sample`;
         the derivatives enter through terms whose value is zero.
 
@@ -195,13 +207,15 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return -torch.linalg.solve_triangular(jacobian, offset, upper=False).squeeze(-1)
 
     def stratified_rsample(self):
-        """
-        Draw once from every component, ``z_k = mu_k + sigma_k * eps_k`` with
-        ``eps_k ~ N(0, I)``, reparameterized. Then ``sum_k pi_k f(z_k)`` is an
-        unbiased estimate of ``E_q[f(z)] = sum_k pi_k E_{N(mu_k,
-        sigma_k^2)}[f(z)]`` whose gradient reaches the weights through pi_k
-        directly; it is the one-sample-per-component case of the SIWAE bound
-        of Morningstar et al. (2021).
+        r"""
+        Draw once from every component,
+        :math:`z_k = \mu_k + \sigma_k \odot \epsilon_k` with
+        :math:`\epsilon_k \sim \mathcal{N}(0, I)`, reparameterized. Then
+        :math:`\sum_k \pi_k f(z_k)` is an unbiased estimate of
+        :math:`\mathbb{E}_q[f(z)] = \sum_k \pi_k \mathbb{E}_{\mathcal{N}(\mu_k, \sigma_k^2)}[f(z)]`
+        whose gradient reaches the weights through :math:`\pi_k` directly; it
+        is the one-sample-per-component case of the SIWAE bound of
+        Morningstar et al. 2021.
 
         :return: the draws, shape ``(K,) + batch_shape + (D,)``, component
             first.

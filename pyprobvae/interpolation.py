@@ -8,8 +8,9 @@ INTERPOLATIONS = ("linear", "spherical")
 
 
 def linear(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """
-    Straight-line path ``z(t) = (1 - t) z0 + t z1``.
+    r"""
+    Straight-line path :math:`z(t) = (1 - t)\, z_0 + t\, z_1` from
+    :math:`z_0` = ``z0`` to :math:`z_1` = ``z1``.
 
     :param torch.Tensor z0: start codes, shape ``(batch, latent_dim)``.
     :param torch.Tensor z1: end codes, same shape.
@@ -21,16 +22,20 @@ def linear(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def spherical(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """
+    r"""
     Spherical linear interpolation (slerp; Shoemake 1985, advocated for
     Gaussian latents by White 2016):
 
-        z(t) = sin((1 - t) w) / sin(w) z0 + sin(t w) / sin(w) z1,
+    .. math::
 
-    where ``w`` is the angle between ``z0`` and ``z1``. Under a standard normal
-    prior most mass lies near the sphere of radius sqrt(d); the straight line
-    cuts through the low-density interior, while slerp with ``|z0| = |z1|``
-    keeps ``|z(t)|`` constant. Falls back to the straight line when the codes
+        z(t) = \frac{\sin((1 - t)\, \omega)}{\sin \omega}\, z_0
+             + \frac{\sin(t\, \omega)}{\sin \omega}\, z_1,
+
+    where :math:`\omega` is the angle between :math:`z_0` = ``z0`` and
+    :math:`z_1` = ``z1``. Under a standard normal prior most mass lies near
+    the sphere of radius :math:`\sqrt{d}`; the straight line cuts through the
+    low-density interior, while slerp with :math:`\lvert z_0 \rvert = \lvert z_1 \rvert`
+    keeps :math:`\lvert z(t) \rvert` constant. Falls back to the straight line when the codes
     are (anti)parallel.
 
     :param torch.Tensor z0: start codes, shape ``(batch, latent_dim)``.

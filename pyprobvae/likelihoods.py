@@ -1,5 +1,5 @@
-"""
-Likelihoods p(x|z): turn a decoder's raw outputs into a Pyro distribution over
+r"""
+Likelihoods :math:`p(x \mid z)`: turn a decoder's raw outputs into a Pyro distribution over
 one example.
 
 Every likelihood here is an :class:`torch.nn.Module` ``likelihood(output)``
@@ -75,9 +75,10 @@ class Likelihood(nn.Module):
 
 
 class BernoulliLikelihood(Likelihood):
-    """
-    p(x|z) = prod_i Bernoulli(x_i; sigmoid(f_i(z))) for binary data; the decoder
-    outputs the logits f(z).
+    r"""
+    :math:`p(x \mid z) = \prod_i \mathrm{Bernoulli}(x_i; \sigma(f_i(z)))`, with
+    :math:`\sigma` the logistic sigmoid, for binary data; the decoder outputs
+    the logits :math:`f(z)`.
     """
 
     def forward(self, output):
@@ -97,14 +98,16 @@ class BernoulliLikelihood(Likelihood):
 
 
 class GaussianLikelihood(Likelihood):
-    """
-    p(x|z) = prod_i Normal(x_i; f_i(z), sigma^2) with one scale ``sigma``
-    shared by all dimensions: fixed, or learned jointly with the decoder
-    (the sigma-VAE of Rybkin et al. 2021), ``sigma = softplus(s) + min_scale``.
+    r"""
+    :math:`p(x \mid z) = \prod_i \mathcal{N}(x_i; f_i(z), \sigma^2)` with one
+    scale :math:`\sigma` shared by all dimensions: fixed, or learned jointly
+    with the decoder (the :math:`\sigma`-VAE of Rybkin et al. 2021),
+    :math:`\sigma = \mathrm{softplus}(s) + \sigma_\mathrm{min}`
+    (:math:`\sigma_\mathrm{min}` = ``min_scale``).
 
     :param tuple data_shape: shape of one example.
     :param float scale: the fixed scale, or the initial scale when learned.
-    :param bool learn_scale: whether sigma is a trained parameter.
+    :param bool learn_scale: whether :math:`\sigma` is a trained parameter.
     :param float min_scale: lower bound of a learned scale, which keeps the
         likelihood bounded on data with constant pixels.
     """
@@ -126,7 +129,7 @@ class GaussianLikelihood(Likelihood):
 
     @property
     def scale(self) -> torch.Tensor:
-        """The shared standard deviation sigma."""
+        r"""The shared standard deviation :math:`\sigma`."""
         if self.learn_scale:
             return F.softplus(self.raw_scale) + self.min_scale
         return self.fixed_scale
@@ -137,10 +140,10 @@ class GaussianLikelihood(Likelihood):
 
 
 class QuantizedCategorical(TorchDistribution):
-    """
-    A categorical distribution over ``L`` evenly spaced values
-    ``{0, 1/(L-1), ..., 1}``: the exact likelihood of pixels that take
-    ``L`` intensity levels (``L = 17`` for scikit-learn's digits).
+    r"""
+    A categorical distribution over :math:`L` evenly spaced values
+    :math:`\{0, 1/(L-1), \dots, 1\}`: the exact likelihood of pixels that take
+    :math:`L` intensity levels (:math:`L = 17` for scikit-learn's digits).
 
     :param torch.Tensor logits: unnormalized log-probabilities, shape
         ``batch_shape + (L,)``.
@@ -179,13 +182,14 @@ class QuantizedCategorical(TorchDistribution):
 
 
 class CategoricalLikelihood(Likelihood):
-    """
-    p(x|z) = prod_i Categorical(x_i; softmax(f_i(z))) over the ``num_levels``
-    pixel values ``{0, 1/(L-1), ..., 1}``; the decoder outputs ``L`` logits per
+    r"""
+    :math:`p(x \mid z) = \prod_i \mathrm{Categorical}(x_i; \mathrm{softmax}(f_i(z)))`
+    over the :math:`L` = ``num_levels`` pixel values
+    :math:`\{0, 1/(L-1), \dots, 1\}`; the decoder outputs :math:`L` logits per
     pixel. Exact for quantized data, with no binarization or dequantization.
 
     :param tuple data_shape: shape of one example.
-    :param int num_levels: number of intensity levels ``L >= 2``.
+    :param int num_levels: number of intensity levels :math:`L \ge 2`.
     """
 
     def __init__(self, data_shape, num_levels: int):
@@ -213,9 +217,10 @@ class CategoricalLikelihood(Likelihood):
 
 
 class TokenLikelihood(Likelihood):
-    """
-    p(x|z) = prod_t Categorical(x_t; softmax(f_t(z))) over token ids
-    ``x_t in {0, ..., vocab_size - 1}``; the decoder outputs ``vocab_size``
+    r"""
+    :math:`p(x \mid z) = \prod_t \mathrm{Categorical}(x_t; \mathrm{softmax}(f_t(z)))`
+    over token ids :math:`x_t \in \{0, \dots, V - 1\}`, :math:`V` =
+    ``vocab_size``; the decoder outputs ``vocab_size``
     logits per position, laid out as ``data_shape + (vocab_size,)``
     flattened. Data are integer token ids of shape ``(batch, *data_shape)``,
     usually ``(batch, seq_len)``; ``log_prob`` is the log-likelihood of a

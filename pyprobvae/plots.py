@@ -98,7 +98,7 @@ def _grid(images, nrow, padding):
 
 
 def image_grid(images, nrow: Optional[int] = None, padding: int = 1) -> np.ndarray:
-    """
+    r"""
     Tiles a batch of images into a single image, row-major. Tiles are
     separated (and surrounded) by ``padding`` pixels of 0.5 gray; unused cells
     of the last row are gray too. Values outside [0, 1] are clipped.
@@ -109,7 +109,7 @@ def image_grid(images, nrow: Optional[int] = None, padding: int = 1) -> np.ndarr
 
     :param images: tensor or array of shape ``(N, C, H, W)`` with ``C`` in
         ``{1, 3}``, or ``(N, H, W)``, with values in [0, 1].
-    :param int nrow: number of images per row; defaults to ``ceil(sqrt(N))``.
+    :param int nrow: number of images per row; defaults to :math:`\lceil \sqrt{N} \rceil`.
     :param int padding: width in pixels of the separators between tiles.
     :returns: a float array of shape ``(H', W')`` for grayscale input or
         ``(H', W', 3)`` for RGB input, with values in [0, 1].
@@ -170,7 +170,7 @@ def _save_grid(grid, cell_shape, path, title=None, row_labels=None):
 
 
 def save_image_grid(images, path, nrow=None, title=None) -> str:
-    """
+    r"""
     Saves a grid of images as a PNG. Small images are upscaled with
     nearest-neighbour interpolation by an integer factor so each image spans
     at least about 32 screen pixels (e.g. 4x for 8x8 digits). Values outside
@@ -179,7 +179,7 @@ def save_image_grid(images, path, nrow=None, title=None) -> str:
     :param images: tensor or array of shape ``(N, C, H, W)`` with ``C`` in
         ``{1, 3}``, or ``(N, H, W)``, with values in [0, 1].
     :param path: destination PNG path; parent directories are created.
-    :param int nrow: number of images per row; defaults to ``ceil(sqrt(N))``.
+    :param int nrow: number of images per row; defaults to :math:`\lceil \sqrt{N} \rceil`.
     :param str title: optional figure title.
     :returns: the path written.
     :rtype: str

@@ -230,17 +230,18 @@ def _subset(dataset, idx):
 def binarize(
     x: torch.Tensor, method: str = "threshold", generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:
-    """
+    r"""
     Binarizes data in ``[0, 1]`` for a Bernoulli likelihood.
 
     * ``"threshold"``: ``1`` where ``x > 0.5``, else ``0``.
-    * ``"dynamic"``: samples ``Bernoulli(x)`` afresh on every call, as in
-      [1]; call it once per minibatch so each epoch sees new binarizations.
+    * ``"dynamic"``: samples :math:`\mathrm{Bernoulli}(x)` afresh on every
+      call, as in Salakhutdinov & Murray 2008; call it once per minibatch so
+      each epoch sees new binarizations.
 
     **References**
 
-    [1] `On the Quantitative Analysis of Deep Belief Networks`,
-        Ruslan Salakhutdinov, Iain Murray (2008)
+    - Salakhutdinov & Murray 2008, "On the Quantitative Analysis of Deep
+      Belief Networks".
 
     :param torch.Tensor x: values in ``[0, 1]``, on any device.
     :param str method: ``"threshold"`` or ``"dynamic"``.

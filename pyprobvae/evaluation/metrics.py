@@ -34,23 +34,28 @@ class EvaluationConfig(Config):
 def iwae_log_likelihood(
     model, x: torch.Tensor, num_samples: int, max_rows: int = 16384, y: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """
-    The importance-weighted estimate of log p(x) (Burda et al. 2016),
+    r"""
+    The importance-weighted estimate of :math:`\log p(x)` (Burda et al. 2016),
 
-        log p(x) >= L_K(x) = E[ log (1/K) sum_k p(x, z_k) / q(z_k|x) ],  z_k ~ q(z|x),
+    .. math::
 
-    a lower bound in expectation that increases with K and reaches log p(x) as
-    K -> infinity (K = 1 is the ELBO). Examples are processed a chunk at a
-    time and the K samples in passes of at most ``max_rows`` rows, combined
-    with a running log-sum-exp, so memory stays bounded whatever K is.
+        \log p(x) \ge L_K(x)
+        = \mathbb{E}\left[ \log \frac{1}{K} \sum_k \frac{p(x, z_k)}{q(z_k \mid x)} \right],
+        \qquad z_k \sim q(z \mid x),
+
+    a lower bound in expectation that increases with :math:`K` and reaches
+    :math:`\log p(x)` as :math:`K \to \infty` (:math:`K = 1` is the ELBO).
+    Examples are processed a chunk at a time and the :math:`K` samples in
+    passes of at most ``max_rows`` rows, combined with a running log-sum-exp,
+    so memory stays bounded whatever :math:`K` is.
 
     :param model: a module with Pyro ``model(x, register)`` and
         ``guide(x, register)`` methods.
     :param torch.Tensor x: data, shape ``(N, *data_shape)``.
-    :param int num_samples: K >= 1.
+    :param int num_samples: :math:`K \ge 1`.
     :param int max_rows: most examples-times-samples evaluated at once.
     :param y: labels of ``x``, for a conditional model (which then bounds
-        log p(x|y)).
+        :math:`\log p(x \mid y)`).
     :return: the estimates, shape ``(N,)``.
     """
     if num_samples < 1:
@@ -73,9 +78,10 @@ def iwae_log_likelihood(
 
 @torch.no_grad()
 def kl_per_dimension(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
-    """
-    The average over examples of KL(q(z_i|x) || p(z_i)) for each latent
-    dimension i, when both q and p factorize over dimensions with a closed-form
+    r"""
+    The average over examples of
+    :math:`\mathrm{KL}(q(z_i \mid x) \,\|\, p(z_i))` for each latent dimension
+    :math:`i`, when both :math:`q` and :math:`p` factorize over dimensions with a closed-form
     KL (the diagonal-normal guide and prior); None otherwise. ``y`` are the
     labels of ``x`` for a conditional model.
 
@@ -95,11 +101,12 @@ def kl_per_dimension(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -
 def active_units(
     model, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, y: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """
+    r"""
     Activity of each latent dimension (Burda et al. 2016): the variance over
-    the data of the posterior mean, ``A_i = Cov_x(E_q[z_i|x])``. A dimension
-    with ``A_i > threshold`` (0.01) is active; an inactive one carries no
-    information about x. ``y`` are the labels of ``x`` for a conditional
+    the data of the posterior mean,
+    :math:`A_i = \mathrm{Cov}_x(\mathbb{E}_q[z_i \mid x])`. A dimension with
+    :math:`A_i >` ``threshold`` (0.01) is active; an inactive one carries no
+    information about :math:`x`. ``y`` are the labels of ``x`` for a conditional
     model.
 
     :return: boolean tensor of shape ``(latent_dim,)``.
@@ -109,9 +116,10 @@ def active_units(
 
 @torch.no_grad()
 def reconstruction_mse(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> float:
-    """
-    Mean over examples and dimensions of ``(x - E[x | z = E_q[z|x]])^2``
-    (given the labels ``y`` for a conditional model).
+    r"""
+    Mean over examples and dimensions of
+    :math:`(x - \mathbb{E}[x \mid z = \mathbb{E}_q[z \mid x]])^2` (given the
+    labels ``y`` for a conditional model).
     """
     return float((model.reconstruct(x, y) - x).pow(2).mean())
 
@@ -131,7 +139,7 @@ def evaluate(
     :param model: a trained model.
     :param torch.Tensor x: held-out data as the model sees it (see
         :func:`~pyprobvae.infer.training.evaluation_data`).
-    :param int iwae_samples: K of the IWAE estimate.
+    :param int iwae_samples: :math:`K` of the IWAE estimate.
     :param bool analytic_kl: closed-form KL where available.
     :param y: labels of ``x``, required by a conditional model.
     """

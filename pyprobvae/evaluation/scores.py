@@ -10,15 +10,11 @@ gives confident predictions and informative features.
 
 **References**
 
-[1] *Improved Techniques for Training GANs*, Tim Salimans, Ian Goodfellow,
-Wojciech Zaremba, Vicki Cheung, Alec Radford, Xi Chen (2016).
-
-[2] *GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash
-Equilibrium*, Martin Heusel, Hubert Ramsauer, Thomas Unterthiner, Bernhard
-Nessler, Sepp Hochreiter (2017).
-
-[3] *The Frechet distance between multivariate normal distributions*, D. C.
-Dowson, B. V. Landau (1982).
+- Salimans et al. 2016, "Improved Techniques for Training GANs".
+- Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule Converge
+  to a Local Nash Equilibrium".
+- Dowson & Landau 1982, "The Frechet distance between multivariate normal
+  distributions".
 """
 
 import math
@@ -47,7 +43,7 @@ class SampleClassifier(nn.Module):
     :type data_shape: sequence of int
     :param int num_classes: number of label classes.
     :param hidden: widths of the hidden layers; the last one is the number of
-        features F.
+        features :math:`F`.
     :type hidden: sequence of int
     """
 
@@ -83,7 +79,7 @@ class ClassifierConfig(LoopConfig):
 
 
 class CrossEntropy(Objective):
-    """``-1/B sum_i log softmax(f(x_i))_{y_i}``, the classifier's loss (nats per example)."""
+    r""":math:`-\frac{1}{B} \sum_i \log \mathrm{softmax}(f(x_i))_{y_i}`, the classifier's loss (nats per example)."""
 
     terms = ("cross-entropy",)
 
@@ -180,21 +176,25 @@ def sample_scores(
     labels: Optional[torch.Tensor] = None,
     confidence: float = 0.9,
 ) -> dict:
-    """
+    r"""
     Scores generated images with a trained :class:`SampleClassifier`. With
-    ``p(y|x)`` the classifier's softmax and ``yhat(x) = argmax_y p(y|x)``:
+    :math:`p(y \mid x)` the classifier's softmax and
+    :math:`\hat y(x) = \operatorname*{arg\,max}_y p(y \mid x)`:
 
-    * ``"confident_share"``: the share of samples with ``max_y p(y|x) >=
-      confidence``; samples that look like some class score high (the
-      sharpness term of the Inception score [1]).
-    * ``"class_entropy"``: the entropy in nats, ``-sum_k h_k log h_k``, of the
-      histogram ``h`` of ``yhat`` over the samples; samples covering all
-      classes evenly reach ``"class_entropy_max" = log(num_classes)`` (the
-      diversity term of [1]).
+    * ``"confident_share"``: the share of samples with
+      :math:`\max_y p(y \mid x) \ge` ``confidence``; samples that look like
+      some class score high (the sharpness term of the Inception score,
+      Salimans et al. 2016).
+    * ``"class_entropy"``: the entropy in nats, :math:`-\sum_k h_k \log h_k`,
+      of the histogram :math:`h` of :math:`\hat y` over the samples; samples
+      covering all classes evenly reach ``"class_entropy_max"`` =
+      :math:`\log C` for :math:`C` = ``num_classes`` (the diversity term of
+      Salimans et al. 2016).
     * ``"conditional_accuracy"``, only when ``labels`` are given: the share of
-      samples with ``yhat(x) = label``, for class-conditional generators.
+      samples with :math:`\hat y(x)` = ``label``, for class-conditional
+      generators.
     * ``"frechet_distance"``, only when ``real`` is given: the Frechet
-      distance [2] between Gaussians fitted to the classifier features of the
+      distance (Heusel et al. 2017) between Gaussians fitted to the classifier features of the
       samples and of the real images; see :func:`frechet_distance`.
 
     :param SampleClassifier classifier: the judge, trained on the training split.
@@ -203,7 +203,7 @@ def sample_scores(
     :param torch.Tensor real: optional real images of shape ``(M, *data_shape)``.
     :param torch.Tensor labels: optional int64 intended class of each sample,
         shape ``(N,)``.
-    :param float confidence: threshold in ``(0, 1]`` on ``max_y p(y|x)``.
+    :param float confidence: threshold in :math:`(0, 1]` on :math:`\max_y p(y \mid x)`.
     :raises ValueError: on images of the wrong shape or none, labels not matching the
         samples, or a threshold outside ``(0, 1]``.
     :return: a dict of floats.
@@ -239,23 +239,28 @@ def _check_images(classifier, images, what):
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
-    """
-    The Frechet (2-Wasserstein) distance [3] between the Gaussians
-    ``N(mu_1, S_1)`` and ``N(mu_2, S_2)`` fitted to two sets of features by
-    their sample means and unbiased covariances, as in the FID [2]:
+    r"""
+    The Frechet (2-Wasserstein) distance (Dowson & Landau 1982) between the
+    Gaussians :math:`\mathcal{N}(\mu_1, S_1)` and :math:`\mathcal{N}(\mu_2, S_2)`
+    fitted to two sets of features by their sample means and unbiased
+    covariances, as in the FID (Heusel et al. 2017):
 
-        d^2 = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2}).
+    .. math::
+
+        d^2 = \lVert \mu_1 - \mu_2 \rVert^2
+            + \operatorname{Tr}\bigl(S_1 + S_2 - 2 (S_1 S_2)^{1/2}\bigr).
 
     Computed in float64 without a non-symmetric matrix square root: since
-    ``S_1 S_2`` is similar to the positive semi-definite
-    ``S_1^{1/2} S_2 S_1^{1/2}``, ``Tr (S_1 S_2)^{1/2}`` is the sum of the
-    square roots of that matrix's eigenvalues, with round-off negatives
-    clamped to zero. The result is symmetric and clamped to be non-negative.
+    :math:`S_1 S_2` is similar to the positive semi-definite
+    :math:`S_1^{1/2} S_2 S_1^{1/2}`, :math:`\operatorname{Tr} (S_1 S_2)^{1/2}`
+    is the sum of the square roots of that matrix's eigenvalues, with
+    round-off negatives clamped to zero. The result is symmetric and clamped
+    to be non-negative.
 
-    :param torch.Tensor features_a: shape ``(N, F)``, N >= 2.
-    :param torch.Tensor features_b: shape ``(M, F)``, M >= 2.
+    :param torch.Tensor features_a: shape ``(N, F)``, :math:`N \ge 2`.
+    :param torch.Tensor features_b: shape ``(M, F)``, :math:`M \ge 2`.
     :raises ValueError: on inputs that are not two-dimensional, have fewer
-        than two rows, or differ in F.
+        than two rows, or differ in :math:`F`.
     :rtype: float
     """
     mu_a, cov_a = _gaussian_fit(features_a, "features_a")

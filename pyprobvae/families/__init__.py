@@ -1,5 +1,5 @@
-"""
-Variational families q(z|x): modules mapping an encoder's features to a
+r"""
+Variational families :math:`q(z \mid x)`: modules mapping an encoder's features to a
 distribution over the latent code with batch shape ``(batch,)`` and event
 shape ``(latent_dim,)``, reparameterized so that gradients flow through
 samples; and the vector quantizer, the deterministic "family" of the VQ-VAE
@@ -23,8 +23,8 @@ def make_family(name: str, in_features: int, latent_dim: int, *, num_components:
     :param str name: ``"diagonal"`` (:class:`DiagonalNormal`), ``"mixture"``
         (:class:`DiagonalNormalMixture`) or ``"flow"`` (:class:`NormalizingFlow`).
     :param int in_features: width of the encoder features it reads.
-    :param int latent_dim: dimension of z.
-    :param int num_components: number of mixture components K (``"mixture"``).
+    :param int latent_dim: dimension of :math:`z`.
+    :param int num_components: number of mixture components :math:`K` (``"mixture"``).
     :param str flow: one of :data:`FLOWS` (``"flow"``).
     :param int flow_depth: number of flow layers (``"flow"``).
     """

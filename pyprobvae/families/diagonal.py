@@ -4,22 +4,29 @@ from torch import nn
 
 
 class DiagonalNormal(nn.Module):
-    """
-    The mean-field Gaussian q(z|x) = N(z; mu(x), diag(sigma(x)^2)).
+    r"""
+    The mean-field Gaussian
+    :math:`q(z \mid x) = \mathcal{N}(z; \mu(x), \mathrm{diag}\, \sigma(x)^2)`.
 
-    A linear layer reads the encoder features h and outputs
-    ``mu = W_mu h + b_mu`` and ``sigma = softplus(W_s h + b_s) + min_scale``.
-    Samples are reparameterized, ``z = mu + sigma * eps`` with
-    ``eps ~ N(0, I)``, so gradients flow through them, and the KL divergence to
-    a diagonal Gaussian prior has the closed form
+    A linear layer reads the encoder features :math:`h` and outputs
+    :math:`\mu = W_\mu h + b_\mu` and
+    :math:`\sigma = \mathrm{softplus}(W_s h + b_s) + \sigma_\mathrm{min}`
+    (:math:`\sigma_\mathrm{min}` = ``min_scale``). Samples are
+    reparameterized, :math:`z = \mu + \sigma \odot \epsilon` with
+    :math:`\epsilon \sim \mathcal{N}(0, I)`, so gradients flow through them,
+    and the KL divergence to a diagonal Gaussian prior has the closed form
 
-        KL(q || N(0, I)) = 1/2 sum_i (mu_i^2 + sigma_i^2 - log sigma_i^2 - 1),
+    .. math::
+
+        \mathrm{KL}(q \,\|\, \mathcal{N}(0, I))
+        = \frac{1}{2} \sum_i \left(\mu_i^2 + \sigma_i^2 - \log \sigma_i^2 - 1\right),
 
     which torch's ``kl_divergence`` evaluates for the analytic-KL ELBO.
 
     :param int in_features: width of the encoder features.
-    :param int latent_dim: dimension of z.
-    :param float min_scale: lower bound on sigma, which keeps log sigma finite.
+    :param int latent_dim: dimension of :math:`z`.
+    :param float min_scale: lower bound on :math:`\sigma`, which keeps
+        :math:`\log \sigma` finite.
     """
 
     def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-4):

@@ -19,18 +19,23 @@ class NormalizingFlow(nn.Module):
     r"""
     An amortized normalizing-flow guide (Rezende & Mohamed 2015):
 
-        z_0 ~ N(mu(h), diag(sigma(h)^2)),   z = f_K o ... o f_1(z_0),
+    .. math::
 
-    where h are the encoder features, the base is a :class:`DiagonalNormal`
-    head and every layer f_k is an invertible map whose parameters are the
-    output of a hypernetwork reading h. By the change of variables,
-    ::
+        z_0 \sim \mathcal{N}(\mu(h), \mathrm{diag}\, \sigma(h)^2), \qquad
+        z = f_K \circ \dots \circ f_1(z_0),
 
-        log q(z|x) = log N(z_0; mu(h), diag(sigma(h)^2))
-                     - sum_k log |det df_k/dz_{k-1}|.
+    where :math:`h` are the encoder features, the base is a
+    :class:`DiagonalNormal` head and every layer :math:`f_k` is an invertible
+    map whose parameters are the output of a hypernetwork reading :math:`h`.
+    By the change of variables,
 
-    Samples are reparameterized (gradients flow through z to h and to every
-    weight). The layers are the conditional layers of
+    .. math::
+
+        \log q(z \mid x) = \log \mathcal{N}(z_0; \mu(h), \mathrm{diag}\, \sigma(h)^2)
+            - \sum_k \log \left|\det \frac{\partial f_k}{\partial z_{k-1}}\right|.
+
+    Samples are reparameterized (gradients flow through :math:`z` to
+    :math:`h` and to every weight). The layers are the conditional layers of
     :func:`~pyprobvae.families.layers.flow_layers`, whose module docstring
     gives the math of each (``"planar"``, ``"radial"``, ``"iaf"``,
     ``"spline"``), the order reversal between autoregressive layers and the
@@ -47,15 +52,15 @@ class NormalizingFlow(nn.Module):
     flows invert any point, at the cost of ``latent_dim`` network passes when
     it is not the cached sample.
 
-    :param int in_features: width of the encoder features h.
-    :param int latent_dim: dimension of z.
+    :param int in_features: width of the encoder features :math:`h`.
+    :param int latent_dim: dimension of :math:`z`.
     :param str flow: the layer type, one of :data:`FLOWS`.
-    :param int flow_depth: number of layers K (>= 1).
+    :param int flow_depth: number of layers :math:`K` (:math:`\ge 1`).
     :param hidden: hidden-layer widths of each layer's hypernetwork (for the
         autoregressive flows, each at least ``latent_dim``); default one layer
         of ``max(10 * latent_dim, 32)`` units
         (:func:`~pyprobvae.families.layers.default_hidden`).
-    :param float min_scale: lower bound on the base scale sigma.
+    :param float min_scale: lower bound on the base scale :math:`\sigma`.
     """
 
     def __init__(

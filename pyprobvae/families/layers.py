@@ -20,8 +20,7 @@ change of variables,
 In the conditional case every parameter below is also a function of
 :math:`h`; that is the only difference.
 
-**Planar** (``"planar"``; Rezende & Mohamed 2015, "Variational Inference with
-Normalizing Flows"). One hyperplane's worth of deformation:
+**Planar** (``"planar"``; Rezende & Mohamed 2015). One hyperplane's worth of deformation:
 
 .. math::
 
@@ -47,8 +46,7 @@ around a point :math:`z_r`:
 invertible for :math:`\alpha > 0`, :math:`\beta \ge -\alpha` (Pyro's
 parameterization). No closed-form inverse.
 
-**Inverse autoregressive flow** (``"iaf"``; Kingma et al. 2016, "Improved
-Variational Inference with Inverse Autoregressive Flow"). Each coordinate is
+**Inverse autoregressive flow** (``"iaf"``; Kingma et al. 2016). Each coordinate is
 shifted and scaled by amounts that depend on the coordinates before it:
 
 .. math::
@@ -56,14 +54,14 @@ shifted and scaled by amounts that depend on the coordinates before it:
     f(z)_i = m_i(z_{<i}) + e^{s_i(z_{<i})} z_i, \qquad
     \log |\det J_f(z)| = \sum_{i=1}^D s_i(z_{<i}),
 
-where :math:`(m, s)` are the outputs of one masked autoencoder (Germain et al.
-2015, "MADE: Masked Autoencoder for Distribution Estimation") in the natural
+where :math:`(m, s)` are the outputs of one masked autoencoder (MADE; Germain
+et al. 2015) in the natural
 order :math:`z_1, \dots, z_D`, so that the Jacobian is triangular; Pyro clips
 :math:`s_i` to :math:`[-5, 3]`. The inverse is analytic but sequential,
 :math:`D` network passes.
 
-**Neural spline flow** (``"spline"``; Durkan et al. 2019, "Neural Spline
-Flows"). Each coordinate goes through a monotone rational-quadratic spline,
+**Neural spline flow** (``"spline"``; Durkan et al. 2019). Each coordinate
+goes through a monotone rational-quadratic spline,
 :math:`f(z)_i = g(z_i;\ \theta_i(z_{<i}))`, of :math:`K` =
 :data:`SPLINE_BINS` bins on :math:`[-B, B]`, :math:`B` =
 :data:`SPLINE_BOUND`, and the identity outside. In bin :math:`k`, with knots
@@ -90,7 +88,7 @@ equation per bin) and sequential over the coordinates.
 ``"spline"``) a :class:`~pyro.distributions.transforms.Permute` reverses the
 order of the coordinates (log-determinant 0), so that every coordinate is
 transformed given the others somewhere in the stack (Papamakarios et al.
-2017, "Masked Autoregressive Flow for Density Estimation").
+2017).
 
 **One-dimensional latents** (:math:`D = 1`). There is nothing for a MADE to
 condition on. ``"spline"`` then uses an elementwise spline whose parameters
@@ -99,13 +97,25 @@ are free (unconditional) or a function of :math:`h` alone (conditional);
 :class:`ValueError`, by both callers: an affine map of a Gaussian is
 Gaussian, so it would add nothing to the diagonal Gaussian it transforms.
 
-**Latin-hypercube initialization** (McKay et al. 1979, "A Comparison of Three
-Methods for Selecting Values of Input Variables in the Analysis of Output from
-a Computer Code"). :func:`latin_hypercube_normal` spreads the initial
-locations of mixture components: :math:`K` points of :math:`\mathcal{N}(0,
-I_D)` whose every coordinate takes each of the :math:`K` stratum midpoints
+**Latin-hypercube initialization** (McKay et al. 1979).
+:func:`latin_hypercube_normal` spreads the initial locations of mixture
+components: :math:`K` points of :math:`\mathcal{N}(0, I_D)` whose every
+coordinate takes each of the :math:`K` stratum midpoints
 :math:`\Phi^{-1}((k + 1/2) / K)`, :math:`k = 0, \dots, K - 1`, once, in an
 order drawn independently per coordinate.
+
+**References**
+
+- Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows".
+- Kingma et al. 2016, "Improved Variational Inference with Inverse
+  Autoregressive Flow".
+- Germain et al. 2015, "MADE: Masked Autoencoder for Distribution
+  Estimation".
+- Durkan et al. 2019, "Neural Spline Flows".
+- Papamakarios et al. 2017, "Masked Autoregressive Flow for Density
+  Estimation".
+- McKay et al. 1979, "A Comparison of Three Methods for Selecting Values of
+  Input Variables in the Analysis of Output from a Computer Code".
 """
 
 from typing import List, Optional, Sequence
@@ -142,7 +152,7 @@ __all__ = [
 
 #: The flow layers, by name.
 FLOWS = ("planar", "radial", "iaf", "spline")
-#: The flows whose layers are autoregressive for ``D >= 2`` (and reversed between layers).
+#: The flows whose layers are autoregressive for :math:`D \ge 2` (and reversed between layers).
 AUTOREGRESSIVE_FLOWS = ("iaf", "spline")
 #: Bins per coordinate of the splines of the ``"spline"`` flow.
 SPLINE_BINS = 8

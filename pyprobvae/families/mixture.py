@@ -7,26 +7,32 @@ from .layers import latin_hypercube_normal
 
 
 class DiagonalNormalMixture(nn.Module):
-    """
+    r"""
     The amortized mixture guide
 
-        q(z|x) = sum_k pi_k(x) N(z; mu_k(x), diag(sigma_k(x)^2)),
+    .. math::
 
-    with ``pi = softmax(logits)``. One linear layer reads the encoder features
-    h and outputs, for each of the K components, a logit, a mean ``mu_k`` and
-    ``sigma_k = softplus(raw_k) + min_scale``. Samples carry pathwise
+        q(z \mid x) = \sum_k \pi_k(x)\, \mathcal{N}(z; \mu_k(x), \mathrm{diag}\, \sigma_k(x)^2),
+
+    with :math:`\pi = \mathrm{softmax}(\mathrm{logits})`. One linear layer
+    reads the encoder features :math:`h` and outputs, for each of the
+    :math:`K` components, a logit, a mean :math:`\mu_k` and
+    :math:`\sigma_k = \mathrm{softplus}(\mathrm{raw}_k) + \sigma_\mathrm{min}`
+    (:math:`\sigma_\mathrm{min}` = ``min_scale``). Samples carry pathwise
     gradients (see :class:`~pyprobvae.distributions.MixtureOfDiagonalNormals`).
 
-    There is no closed-form KL(q || N(0, I)) for a mixture, so the ELBO's KL
-    is estimated by Monte Carlo, ``log q(z|x) - log p(z)`` at the sampled z;
-    evaluating the mixture density costs O(K D) per sample (and a pathwise
-    draw O(K D^2), for the derivative in the weights).
+    There is no closed-form :math:`\mathrm{KL}(q \,\|\, \mathcal{N}(0, I))`
+    for a mixture, so the ELBO's KL is estimated by Monte Carlo,
+    :math:`\log q(z \mid x) - \log p(z)` at the sampled :math:`z`; evaluating
+    the mixture density costs :math:`O(K D)` per sample (and a pathwise draw
+    :math:`O(K D^2)`, for the derivative in the weights).
 
     At initialization the weights are equal for a zero input (zero logit
     biases) and the components sit apart: the mean biases form a
-    Latin-hypercube sample of the prior N(0, I), each coordinate taking the K
-    quantiles ``Phi^{-1}((k + 1/2) / K)`` of N(0, 1) in an independent random
-    order (:func:`~pyprobvae.families.layers.latin_hypercube_normal`, from a
+    Latin-hypercube sample of the prior :math:`\mathcal{N}(0, I)`, each
+    coordinate taking the :math:`K` quantiles :math:`\Phi^{-1}((k + 1/2) / K)`
+    of :math:`\mathcal{N}(0, 1)` in an independent random order
+    (:func:`~pyprobvae.families.layers.latin_hypercube_normal`, from a
     generator seeded by one draw of torch's global generator, so that the
     initialization is reproducible under :func:`pyro.set_rng_seed`). Each
     coordinate of the offsets is thus spread like the prior, and any two
@@ -35,9 +41,10 @@ class DiagonalNormalMixture(nn.Module):
     get identical gradients and never separate.
 
     :param int in_features: width of the encoder features.
-    :param int latent_dim: dimension D of z.
-    :param int num_components: number of components K.
-    :param float min_scale: lower bound on sigma, which keeps log sigma finite.
+    :param int latent_dim: dimension :math:`D` of :math:`z`.
+    :param int num_components: number of components :math:`K`.
+    :param float min_scale: lower bound on :math:`\sigma`, which keeps
+        :math:`\log \sigma` finite.
     """
 
     def __init__(self, in_features: int, latent_dim: int, num_components: int, min_scale: float = 1e-4):
@@ -60,10 +67,10 @@ class DiagonalNormalMixture(nn.Module):
         return logits, locs.unflatten(-1, shape), raw_scales.unflatten(-1, shape)
 
     def forward(self, features):
-        """
+        r"""
         :param torch.Tensor features: encoder features, shape ``(batch,
             in_features)``.
-        :return: q(z|x) with batch shape ``(batch,)`` and event shape
+        :return: :math:`q(z \mid x)` with batch shape ``(batch,)`` and event shape
             ``(latent_dim,)``.
         """
         logits, locs, raw_scales = self._split(self.linear(features))

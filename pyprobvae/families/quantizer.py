@@ -1,55 +1,72 @@
-"""
-The vector quantizer of a VQ-VAE (van den Oord et al. 2017 [1]).
+r"""
+The vector quantizer of a VQ-VAE (van den Oord et al. 2017).
 
-An encoder maps an example x to ``P`` vectors ``z_e(x)_p`` in R^D (the
-positions of a feature map, say). The quantizer replaces each of them with
-its nearest entry of a codebook ``e_1, ..., e_K`` in R^D,
+An encoder maps an example :math:`x` to :math:`P` vectors :math:`z_e(x)_p` in
+:math:`\mathbb{R}^D` (the positions of a feature map, say). The quantizer
+replaces each of them with its nearest entry of a codebook
+:math:`e_1, \dots, e_K` in :math:`\mathbb{R}^D`,
 
-    k_p = argmin_k ||z_e(x)_p - e_k||^2,    z_q(x)_p = e_{k_p},
+.. math::
 
-and the decoder reconstructs x from z_q(x).
+    k_p = \operatorname*{arg\,min}_k \lVert z_e(x)_p - e_k \rVert^2, \qquad
+    z_q(x)_p = e_{k_p},
 
-**The variational view.** The posterior q(k|x) is the one-hot distribution
-on the nearest codes and the prior p(k) is uniform over the K codes at every
-position, so
+and the decoder reconstructs :math:`x` from :math:`z_q(x)`.
 
-    KL(q(k|x) || p(k)) = sum_p sum_k q(k_p = k|x) log(q(k_p = k|x) K) = P log K,
+**The variational view.** The posterior :math:`q(k \mid x)` is the one-hot
+distribution on the nearest codes and the prior :math:`p(k)` is uniform over
+the :math:`K` codes at every position, so
 
-a constant (q puts probability one on one code, whose log-ratio is
-``log(1 / (1/K))``). The ELBO is therefore ``E_q[log p(x|z_q)] - P log K``,
-and training only needs the reconstruction term.
+.. math::
 
-**The three loss terms.** With ``sg`` the stop-gradient operator, a VQ-VAE
-minimizes, per example,
+    \mathrm{KL}(q(k \mid x) \,\|\, p(k))
+    = \sum_p \sum_k q(k_p = k \mid x) \log\bigl(q(k_p = k \mid x)\, K\bigr)
+    = P \log K,
 
-    -log p(x|z_q(x)) + sum_p ||sg[z_e(x)_p] - e_{k_p}||^2 + beta sum_p ||z_e(x)_p - sg[e_{k_p}]||^2:
+a constant (:math:`q` puts probability one on one code, whose log-ratio is
+:math:`\log(1 / (1/K))`). The ELBO is therefore
+:math:`\mathbb{E}_q[\log p(x \mid z_q)] - P \log K`, and training only needs
+the reconstruction term.
+
+**The three loss terms.** With :math:`\operatorname{sg}` the stop-gradient
+operator, a VQ-VAE minimizes, per example,
+
+.. math::
+
+    -\log p(x \mid z_q(x))
+    + \sum_p \lVert \operatorname{sg}[z_e(x)_p] - e_{k_p} \rVert^2
+    + \beta \sum_p \lVert z_e(x)_p - \operatorname{sg}[e_{k_p}] \rVert^2:
 
 the reconstruction term trains the encoder and the decoder; the *codebook*
 term moves each code towards the encoder outputs assigned to it (its
-minimizer over e_k is their mean, a k-means step); the *commitment* term,
-weighted by beta (0.25 in [1]), keeps the encoder's outputs close to the
-codes they chose, so that they cannot grow without bound. This module returns
-the codebook and commitment terms unweighted, summed over positions and
-dimensions, one value per example: averaged over a batch they keep the same
-weight whatever the batch size.
+minimizer over :math:`e_k` is their mean, a k-means step); the *commitment*
+term, weighted by :math:`\beta` (0.25 in van den Oord et al. 2017), keeps the
+encoder's outputs close to the codes they chose, so that they cannot grow
+without bound. This module returns the codebook and commitment terms
+unweighted, summed over positions and dimensions, one value per example:
+averaged over a batch they keep the same weight whatever the batch size.
 
 **Straight-through gradient.** ``argmin`` has no useful derivative, so the
 quantizer outputs
 
-    z_q = z_e + sg[e_{k} - z_e],
+.. math::
 
-whose value is the code (up to one rounding) and whose Jacobian dz_q/dz_e is
-the identity: the decoder's gradient with respect to z_q is copied unchanged
-to the encoder. The codebook receives no reconstruction gradient; it learns
-through the codebook term, or, with ``ema=True``, through exponential moving
-averages of the assigned encoder outputs (appendix A.1 of [1]; Razavi et al.
-2019 [2]), which replace the codebook term.
+    z_q = z_e + \operatorname{sg}[e_k - z_e],
 
-[1] Neural Discrete Representation Learning, Aaron van den Oord, Oriol
-Vinyals & Koray Kavukcuoglu. NeurIPS 2017, arXiv:1711.00937.
+whose value is the code (up to one rounding) and whose Jacobian
+:math:`\partial z_q / \partial z_e` is the identity: the decoder's gradient
+with respect to :math:`z_q` is copied unchanged to the encoder. The codebook
+receives no reconstruction gradient; it learns through the codebook term, or,
+with ``ema=True``, through exponential moving averages of the assigned
+encoder outputs (appendix A.1 of van den Oord et al. 2017; Razavi et al.
+2019), which replace the codebook term.
 
-[2] Generating Diverse High-Fidelity Images with VQ-VAE-2, Ali Razavi, Aaron
-van den Oord & Oriol Vinyals. NeurIPS 2019, arXiv:1906.00446.
+**References**
+
+- van den Oord et al. 2017, "Neural Discrete Representation Learning",
+  NeurIPS, arXiv:1711.00937.
+- Razavi et al. 2019, "Generating Diverse High-Fidelity Images with
+  VQ-VAE-2", NeurIPS, arXiv:1906.00446.
 """
 
 import numbers
@@ -62,20 +79,23 @@ from ..validation import is_validation_enabled
 
 
 class QuantizerOutput(NamedTuple):
-    """
+    r"""
     What :meth:`VectorQuantizer.forward` returns for encoder outputs ``z_e``
     of shape ``(batch, positions, code_dim)``.
 
-    :ivar torch.Tensor z_q: the straight-through value ``z_e + sg[e_k - z_e]``,
-        shape ``(batch, positions, code_dim)``.
-    :ivar torch.Tensor indices: the nearest code k of each position, a long
-        tensor of shape ``(batch, positions)``.
-    :ivar torch.Tensor codebook_loss: ``sum_p ||sg[z_e_p] - e_{k_p}||^2`` per
+    :ivar torch.Tensor z_q: the straight-through value
+        :math:`z_e + \operatorname{sg}[e_k - z_e]`, shape
+        ``(batch, positions, code_dim)``.
+    :ivar torch.Tensor indices: the nearest code :math:`k` of each position,
+        a long tensor of shape ``(batch, positions)``.
+    :ivar torch.Tensor codebook_loss:
+        :math:`\sum_p \lVert \operatorname{sg}[z_{e,p}] - e_{k_p} \rVert^2` per
         example, shape ``(batch,)``; its gradient reaches only the codebook.
         Zeros when the codebook learns by moving averages.
-    :ivar torch.Tensor commitment_loss: ``sum_p ||z_e_p - sg[e_{k_p}]||^2`` per
+    :ivar torch.Tensor commitment_loss:
+        :math:`\sum_p \lVert z_{e,p} - \operatorname{sg}[e_{k_p}] \rVert^2` per
         example, shape ``(batch,)``; its gradient reaches only ``z_e``. The
-        caller applies the weight beta.
+        caller applies the weight :math:`\beta`.
     """
 
     z_q: torch.Tensor
@@ -90,12 +110,15 @@ def _check_integer(name: str, value, minimum: int) -> None:
 
 
 def _nearest(points: torch.Tensor, codes: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """
-    argmin_k ||z_n - e_k||^2 for every row z_n of ``points`` (N, D), over the
-    rows e_k of ``codes`` (K, D), as ``argmin_k (||e_k||^2 - 2 z_n . e_k)``:
-    the term ``||z_n||^2`` is the same for every k, so it is left out (it
-    would only add rounding error). Blocks of at most ``chunk_size`` rows by
-    ``chunk_size`` codes keep the memory at O(chunk_size^2); a running
+    r"""
+    :math:`\operatorname*{arg\,min}_k \lVert z_n - e_k \rVert^2` for every row
+    :math:`z_n` of ``points`` ``(N, D)``, over the rows :math:`e_k` of
+    ``codes`` ``(K, D)``, as
+    :math:`\operatorname*{arg\,min}_k (\lVert e_k \rVert^2 - 2\, z_n \cdot e_k)`:
+    the term :math:`\lVert z_n \rVert^2` is the same for every :math:`k`, so it
+    is left out (it would only add rounding error). Blocks of at most
+    :math:`c` = ``chunk_size`` rows by :math:`c` codes keep the memory at
+    :math:`O(c^2)`; a running
     minimum over the blocks of codes keeps the first of tied codes, as
     ``argmin`` does.
     """
@@ -117,12 +140,13 @@ def _nearest(points: torch.Tensor, codes: torch.Tensor, chunk_size: int) -> torc
 
 
 def _kmeans_seeds(points: torch.Tensor, count: int) -> torch.Tensor:
-    """
+    r"""
     Starting centres for Lloyd's algorithm. With at least ``count`` rows,
     k-means++ seeding (Arthur & Vassilvitskii 2007): the first centre is a
     uniformly drawn row, each next one a row drawn with probability
-    proportional to its squared distance ``||z||^2 - 2 z . c + ||c||^2`` to
-    the nearest centre c so far, which puts the seeds in distinct clusters
+    proportional to its squared distance
+    :math:`\lVert z \rVert^2 - 2\, z \cdot c + \lVert c \rVert^2` to the
+    nearest centre :math:`c` so far, which puts the seeds in distinct clusters
     with high probability. With fewer rows, every row and then rows drawn
     with replacement, jittered by 1e-3 of the data's scale so that the codes
     differ.
@@ -162,9 +186,10 @@ def _kmeans(points: torch.Tensor, count: int, iterations: int, chunk_size: int):
 
 
 class VectorQuantizer(nn.Module):
-    """
+    r"""
     Nearest-code quantization of encoder outputs with a learned codebook of
-    ``codebook_size`` (K) codes in R^``code_dim`` (D); see the module
+    ``codebook_size`` (:math:`K`) codes in :math:`\mathbb{R}^D`, :math:`D` =
+    ``code_dim``; see the module
     docstring for the losses and the straight-through gradient.
 
     State changes happen only in training mode (``module.train()``), each
@@ -176,49 +201,63 @@ class VectorQuantizer(nn.Module):
       batch's encoder outputs (flattened over batch and positions), seeded by
       k-means++. The buffer ``initialized`` records it, so a module loaded
       from a checkpoint is not initialized again. Without it the codebook
-      starts uniform in ``[-1/K, 1/K]``, as in van den Oord et al. (2017).
+      starts uniform in :math:`[-1/K, 1/K]`, as in van den Oord et al. 2017.
     - **moving averages** (``ema=True``): the codebook is a buffer, not a
-      parameter, and with ``n_k`` the number of positions of the batch
-      assigned to code k and ``s_k`` the sum of their encoder outputs, each
-      forward updates
+      parameter, and with :math:`n_k` the number of positions of the batch
+      assigned to code :math:`k` and :math:`s_k` the sum of their encoder
+      outputs, each forward updates, with :math:`\gamma` = ``decay`` and
+      :math:`\epsilon` = ``epsilon``,
 
-          N_k <- decay N_k + (1 - decay) n_k,    m_k <- decay m_k + (1 - decay) s_k,
+      .. math::
 
-          e_k <- m_k / N~_k,    N~_k = (N_k + epsilon) / (sum_j N_j + K epsilon) sum_j N_j.
+          N_k \leftarrow \gamma N_k + (1 - \gamma)\, n_k, \qquad
+          m_k \leftarrow \gamma m_k + (1 - \gamma)\, s_k,
 
-      The buffer ``cluster_size`` keeps the unsmoothed N_k, so that it stays
-      a moving average of counts; the Laplace-smoothed N~_k, which has the
-      same total, is used only to divide, and keeps a code that is rarely
-      assigned from dividing by (nearly) zero. ``code_sum`` keeps m_k.
-      Every code starts as one pseudo-observation at itself, ``N_k = 1`` and
-      ``m_k = e_k``; k-means initialization sets ``N_k`` to the code's
-      cluster size (at least 1) and ``m_k = N_k e_k``.
+          e_k \leftarrow m_k / \tilde N_k, \qquad
+          \tilde N_k = \frac{N_k + \epsilon}{\sum_j N_j + K \epsilon} \sum_j N_j.
+
+      The buffer ``cluster_size`` keeps the unsmoothed :math:`N_k`, so that
+      it stays a moving average of counts; the Laplace-smoothed
+      :math:`\tilde N_k`, which has the same total, is used only to divide,
+      and keeps a code that is rarely assigned from dividing by (nearly)
+      zero. ``code_sum`` keeps :math:`m_k`. Every code starts as one
+      pseudo-observation at itself, :math:`N_k = 1` and :math:`m_k = e_k`;
+      k-means initialization sets :math:`N_k` to the code's cluster size (at
+      least 1) and :math:`m_k = N_k e_k`.
     - **usage** (always): the buffer ``usage`` keeps a moving average of
       each code's share of the assignments, relative to an even share: with
-      ``n_k`` of the batch's ``N`` positions assigned to code k,
+      :math:`n_k` of the batch's :math:`N` positions assigned to code
+      :math:`k` and :math:`\lambda` = ``usage_decay``,
 
-          u_k <- usage_decay u_k + (1 - usage_decay) K n_k / N,
+      .. math::
 
-      so that u_k is near 1 for a code chosen as often as the average code,
-      near 0 for one chosen rarely, and 0 in the limit for one never chosen.
-      Every code starts at u_k = 1 (and again after k-means initialization).
+          u_k \leftarrow \lambda u_k + (1 - \lambda)\, K n_k / N,
+
+      so that :math:`u_k` is near 1 for a code chosen as often as the average
+      code, near 0 for one chosen rarely, and 0 in the limit for one never
+      chosen. Every code starts at :math:`u_k = 1` (and again after k-means
+      initialization).
     - **rare-code restart** (``min_usage > 0``): after the update, every code
-      with ``u_k < min_usage`` is restarted. With ``r_n = ||z_n - e_{k_n}||^2``
-      the quantization error of the batch's encoder output z_n (with the
-      codes this forward used), the restarted codes, in increasing order of
-      k, move onto the outputs of largest, second largest, ... r_n (ties by
+      with :math:`u_k < u_\mathrm{min}` (:math:`u_\mathrm{min}` =
+      ``min_usage``) is restarted. With
+      :math:`r_n = \lVert z_n - e_{k_n} \rVert^2` the quantization error of
+      the batch's encoder output :math:`z_n` (with the codes this forward
+      used), the restarted codes, in increasing order of :math:`k`, move onto
+      the outputs of largest, second largest, ... :math:`r_n` (ties by
       position; the outputs are reused cyclically if there are more such
       codes than outputs): onto the data that the codebook represents worst.
-      Their usage becomes u_k = 1 and, with moving averages, their statistics
-      ``N_k = 1, m_k = e_k``. A code that no position chooses is therefore
-      restarted at the first step t after its last start with
-      ``usage_decay^t < min_usage`` (t = 7 with the defaults), and one chosen
-      at a steady share ``s < min_usage`` after about
-      ``log((1 - s) / (min_usage - s)) / log(1 / usage_decay)`` steps: the
-      rule keeps every code above a fraction ``min_usage`` of an even share,
-      which keeps the codebook in use and its usage balanced. With small
-      batches (a few positions per code, ``N / K``, or fewer) the shares are
-      noisy; a ``usage_decay`` closer to 1 averages over more steps.
+      Their usage becomes :math:`u_k = 1` and, with moving averages, their
+      statistics :math:`N_k = 1, m_k = e_k`. A code that no position chooses
+      is therefore restarted at the first step :math:`t` after its last start
+      with :math:`\lambda^t < u_\mathrm{min}` (:math:`t = 7` with the
+      defaults), and one chosen at a steady share :math:`s < u_\mathrm{min}`
+      after about
+      :math:`\log\bigl((1 - s) / (u_\mathrm{min} - s)\bigr) / \log(1 / \lambda)`
+      steps: the rule keeps every code above a fraction ``min_usage`` of an
+      even share, which keeps the codebook in use and its usage balanced.
+      With small batches (a few positions per code, :math:`N / K`, or fewer)
+      the shares are noisy; a ``usage_decay`` closer to 1 averages over more
+      steps.
 
     The k-means++ seeding draws from torch's global random number generator
     (which :func:`pyro.set_rng_seed` seeds) on the device of the encoder
@@ -230,28 +269,30 @@ class VectorQuantizer(nn.Module):
     and runs only while validation is enabled (:mod:`pyprobvae.validation`).
 
     The defaults ``min_usage=0.5, usage_decay=0.9`` come from
-    ``benchmarks/bench_vq.py`` (a convolutional VQ-VAE on digits, K = 64):
+    ``benchmarks/bench_vq.py`` (a convolutional VQ-VAE on digits, :math:`K = 64`):
     over 8 seeds they gave a lower test NLL than other thresholds, slower
     averages or restarts onto random outputs, with 62-64 codes in use and a
     perplexity of 49-59.
 
-    :param int codebook_size: number of codes K >= 1.
-    :param int code_dim: dimension D >= 1 of the codes and encoder outputs.
+    :param int codebook_size: number of codes :math:`K \ge 1`.
+    :param int code_dim: dimension :math:`D \ge 1` of the codes and encoder outputs.
     :param bool ema: learn the codebook by moving averages instead of the
         codebook loss.
     :param float decay: the decay of the codebook's moving averages
-        (``ema=True``), in (0, 1).
-    :param float epsilon: Laplace smoothing of the cluster sizes, > 0.
+        (``ema=True``), in :math:`(0, 1)`.
+    :param float epsilon: Laplace smoothing of the cluster sizes, :math:`> 0`.
     :param bool kmeans_init: initialize the codebook by k-means on the first
         training batch.
     :param int kmeans_iterations: number of Lloyd iterations, >= 0.
-    :param float min_usage: restart a code whose moving-average usage u_k,
-        in units of an even share of the assignments, falls below this
-        value, in [0, 1); 0 never restarts.
-    :param float usage_decay: the decay of the usage's moving average, in
-        (0, 1); its time constant is ``1 / (1 - usage_decay)`` steps.
+    :param float min_usage: restart a code whose moving-average usage
+        :math:`u_k`, in units of an even share of the assignments, falls below
+        this value, in :math:`[0, 1)`; 0 never restarts.
+    :param float usage_decay: the decay :math:`\lambda` of the usage's moving
+        average, in :math:`(0, 1)`; its time constant is
+        :math:`1 / (1 - \lambda)` steps.
     :param int chunk_size: rows and codes per block of the nearest-code
-        search, which needs memory for ``chunk_size^2`` distances.
+        search, which needs memory for :math:`c^2` distances, :math:`c` =
+        ``chunk_size``.
     """
 
     def __init__(
@@ -317,9 +358,10 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"{name} has dtype {z.dtype}, but the codebook has dtype {self.codebook.dtype}")
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """
-        The index of the nearest code, ``argmin_k ||z - e_k||^2``, of every
-        vector z; computed without gradient.
+        r"""
+        The index of the nearest code,
+        :math:`\operatorname*{arg\,min}_k \lVert z - e_k \rVert^2`, of every
+        vector :math:`z`; computed without gradient.
 
         :param torch.Tensor z: vectors of shape ``(..., code_dim)``.
         :return: a long tensor of shape ``(...)``.
@@ -331,7 +373,7 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """
-        The codes ``e_k`` of the given indices, differentiable with respect to
+        The codes :math:`e_k` of the given indices, differentiable with respect to
         the codebook.
 
         :param torch.Tensor indices: integer tensor of shape ``(...)`` with
@@ -402,9 +444,10 @@ class VectorQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     def _smoothed_cluster_size(self) -> torch.Tensor:
-        """
-        The Laplace-smoothed cluster sizes ``N~_k = (N_k + epsilon) / (sum_j
-        N_j + K epsilon) sum_j N_j`` (only with ``ema=True``), shape ``(K,)``.
+        r"""
+        The Laplace-smoothed cluster sizes
+        :math:`\tilde N_k = (N_k + \epsilon) / (\sum_j N_j + K \epsilon) \sum_j N_j`
+        (only with ``ema=True``), shape ``(K,)``.
         """
         total = self.cluster_size.sum()
         return (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
@@ -431,12 +474,12 @@ class VectorQuantizer(nn.Module):
             self._restart(self.usage < self.min_usage, points, codes)
 
     def _restart(self, rare: torch.Tensor, points: torch.Tensor, codes: torch.Tensor) -> None:
-        """
+        r"""
         Move the codes where the mask ``rare`` (K,) is true, in increasing
         order, onto the rows of ``points`` with the largest quantization
-        errors ``||z_n - e_{k_n}||^2``, in decreasing order (ties by row),
-        cycling through the rows if there are more codes than rows; reset
-        their statistics. Masked updates: nothing is read back to the host.
+        errors :math:`\lVert z_n - e_{k_n} \rVert^2`, in decreasing order
+        (ties by row), cycling through the rows if there are more codes than
+        rows; reset their statistics. Masked updates: nothing is read back to the host.
         """
         errors = (points - codes).pow(2).sum(-1)
         order = torch.argsort(errors, descending=True, stable=True)
@@ -457,7 +500,7 @@ def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
     :param torch.Tensor indices: integer tensor of any shape with values in
         ``{0, ..., codebook_size - 1}``.
-    :param int codebook_size: number of codes K.
+    :param int codebook_size: number of codes :math:`K`.
     :return: long tensor of shape ``(K,)``.
     """
     _check_integer("codebook_size", codebook_size, 1)
@@ -470,9 +513,10 @@ def code_counts(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
 
 
 def perplexity(counts: torch.Tensor) -> float:
-    """
-    The perplexity ``exp(H(p))`` of the code usage ``p = counts / sum(counts)``,
-    with ``H(p) = -sum_k p_k log p_k`` and ``0 log 0 = 0``: the number of
+    r"""
+    The perplexity :math:`\exp(H(p))` of the code usage
+    :math:`p = \mathrm{counts} / \sum \mathrm{counts}`, with
+    :math:`H(p) = -\sum_k p_k \log p_k` and :math:`0 \log 0 = 0`: the number of
     codes a uniform usage with the same entropy would need, between 1 (one
     code used) and the number of codes used (equal usage).
 

@@ -1,17 +1,20 @@
-"""
+r"""
 The evidence lower bound, per example.
 
-For a model p(x, z) and a guide q(z|x) whose sample sites all sit inside the
-data plate,
+For a model :math:`p(x, z)` and a guide :math:`q(z \mid x)` whose sample sites
+all sit inside the data plate,
 
-    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x),
+.. math::
 
-and ``log p(x) - ELBO(x) = KL(q(z|x) || p(z|x)) >= 0``. The estimator here is
-Pyro's ``Trace_ELBO`` for reparameterized guides (one sample z ~ q per
-example), with the KL of each latent site in closed form when torch knows it
-(Pyro's ``TraceMeanField_ELBO``) and estimated by ``log q(z) - log p(z)``
-otherwise. It runs the guide and the model once each under Pyro's trace and
-replay handlers and keeps every term per example, which is what a training
+    \mathrm{ELBO}(x) = \mathbb{E}_q[\log p(x \mid z)]
+        - \mathrm{KL}(q(z \mid x) \,\|\, p(z)) \le \log p(x),
+
+and :math:`\log p(x) - \mathrm{ELBO}(x) = \mathrm{KL}(q(z \mid x) \,\|\, p(z \mid x)) \ge 0`.
+The estimator here is Pyro's ``Trace_ELBO`` for reparameterized guides (one
+sample :math:`z \sim q` per example), with the KL of each latent site in
+closed form when torch knows it (Pyro's ``TraceMeanField_ELBO``) and
+estimated by :math:`\log q(z) - \log p(z)` otherwise. It runs the guide and
+the model once each under Pyro's trace and replay handlers and keeps every term per example, which is what a training
 loop needs to report nats per example whatever the batch size, to apply a KL
 weight, and to say which term went wrong when one is not finite.
 """
@@ -26,20 +29,20 @@ from torch.distributions import kl_divergence
 
 
 class ELBOTerms(NamedTuple):
-    """
+    r"""
     The terms of the ELBO of each example in a batch, in nats, each of
     shape ``(batch,)``: ``ELBO = log_likelihood - kl``, and the training
     objective to maximize is ``ELBO - penalty``.
 
-    :ivar log_likelihood: the sum over observed sites of log p(x|z) at the
-        sampled z (including the model's ``pyro.factor`` terms).
-    :ivar kl: the sum over latent sites of KL(q || p), in closed form or as
-        the single-sample estimate log q(z) - log p(z).
+    :ivar log_likelihood: the sum over observed sites of :math:`\log p(x \mid z)`
+        at the sampled :math:`z` (including the model's ``pyro.factor`` terms).
+    :ivar kl: the sum over latent sites of :math:`\mathrm{KL}(q \,\|\, p)`, in
+        closed form or as the single-sample estimate :math:`\log q(z) - \log p(z)`.
     :ivar penalty: the sum of the guide's ``pyro.factor`` terms (zero for
         most guides). Pyro's ``Trace_ELBO`` subtracts a guide factor from
-        the ELBO as part of log q; pyprobvae keeps it apart, as a training
-        penalty outside the bound on log p(x), which is how the VQ-VAE's
-        codebook and commitment terms enter
+        the ELBO as part of :math:`\log q`; pyprobvae keeps it apart, as a
+        training penalty outside the bound on :math:`\log p(x)`, which is how
+        the VQ-VAE's codebook and commitment terms enter
         (:class:`~pyprobvae.models.VQVAE`).
     """
 
@@ -139,24 +142,29 @@ def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOT
 
 
 def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
-    """
+    r"""
     The stratified bound for a mixture guide (Morningstar et al. 2021, SIWAE
-    with one sample per component): with ``q(z|x) = sum_k pi_k q_k(z|x)`` and
-    one reparameterized draw ``z_k ~ q_k`` from each component,
+    with one sample per component): with
+    :math:`q(z \mid x) = \sum_k \pi_k q_k(z \mid x)` and one reparameterized
+    draw :math:`z_k \sim q_k` from each component,
 
-        L_strat(x) = log sum_k pi_k p(x, z_k) / q(z_k|x).
+    .. math::
 
-    ``log q`` is the full mixture density. Since ``sum_k pi_k f(z_k)`` is an
-    unbiased estimate of ``E_q[f(z)]``, Jensen's inequality gives
-    ``E[L_strat] >= E[sum_k pi_k log p(x, z_k)/q(z_k|x)] = ELBO``: the bound is
-    never looser than the ELBO, and it needs no pathwise gradient through the
+        L_\mathrm{strat}(x) = \log \sum_k \pi_k \frac{p(x, z_k)}{q(z_k \mid x)}.
+
+    :math:`\log q` is the full mixture density. Since
+    :math:`\sum_k \pi_k f(z_k)` is an unbiased estimate of
+    :math:`\mathbb{E}_q[f(z)]`, Jensen's inequality gives
+    :math:`\mathbb{E}[L_\mathrm{strat}] \ge \mathbb{E}[\sum_k \pi_k \log p(x, z_k) / q(z_k \mid x)] = \mathrm{ELBO}`:
+    the bound is never looser than the ELBO, and it needs no pathwise gradient through the
     choice of component. The guide must have exactly one latent site, drawn
     from a distribution with ``stratified_rsample()`` and
     ``component_log_weights`` (:class:`~pyprobvae.distributions.MixtureOfDiagonalNormals`).
 
-    The terms are reported so that ``elbo = L_strat``: ``log_likelihood`` is
-    the stratified estimate ``sum_k pi_k log p(x|z_k)`` and ``kl`` is
-    ``log_likelihood - L_strat``.
+    The terms are reported so that ``elbo`` is :math:`L_\mathrm{strat}`:
+    ``log_likelihood`` is the stratified estimate
+    :math:`\sum_k \pi_k \log p(x \mid z_k)` and ``kl`` is
+    ``log_likelihood`` :math:`- L_\mathrm{strat}`.
 
     :return: :class:`ELBOTerms` of shape ``(batch,)``.
     """
@@ -188,11 +196,12 @@ def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
 
 
 def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:
-    """
+    r"""
     One importance weight per example,
-    ``log w = log p(x, z) - log q(z|x)`` with ``z ~ q(z|x)``, so that
-    ``E_q[w] = p(x)``. The guide's ``pyro.factor`` penalties are not part of
-    q's density and do not enter (see :class:`ELBOTerms`).
+    :math:`\log w = \log p(x, z) - \log q(z \mid x)` with
+    :math:`z \sim q(z \mid x)`, so that :math:`\mathbb{E}_q[w] = p(x)`. The
+    guide's ``pyro.factor`` penalties are not part of :math:`q`'s density and
+    do not enter (see :class:`ELBOTerms`).
 
     :return: tensor of shape ``(batch,)``.
     """

@@ -31,7 +31,7 @@ class PriorTrainConfig(LoopConfig):
 
 
 class CodeNLL(Objective):
-    """``-mean_n log p(c_n)`` in nats per sequence, with teacher forcing."""
+    r""":math:`-\operatorname{mean}_n \log p(c_n)` in nats per sequence, with teacher forcing."""
 
     terms = ("NLL",)
 
@@ -48,7 +48,7 @@ class CodeNLL(Objective):
 
 @torch.no_grad()
 def dataset_nll(prior: nn.Module, codes: torch.Tensor) -> float:
-    """Mean ``-log p(c)`` over the rows of ``codes`` (nats per sequence), in batches."""
+    r"""Mean :math:`-\log p(c)` over the rows of ``codes`` (nats per sequence), in batches."""
     batches = iterate_minibatches(len(codes), EVAL_BATCH_SIZE, False, device=codes.device)
     return float(sum(-prior.log_prob(codes[idx]).double().sum() for idx in batches)) / len(codes)
 
@@ -61,12 +61,14 @@ def train_prior(
     progress: bool = True,
     validation_codes: Optional[torch.Tensor] = None,
 ) -> List[dict]:
-    """
+    r"""
     Fit ``prior`` (a module with ``log_prob(codes)`` and ``check_codes``, as
     :class:`~pyprobvae.priors.transformer.TransformerPrior`) by minibatch
     descent on
 
-        loss = -mean_n log p(c_n)   (nats per sequence),
+    .. math::
+
+        \mathrm{loss} = -\operatorname{mean}_n \log p(c_n) \quad \text{(nats per sequence)},
 
     with the optimizer of ``config`` (Adam, no weight decay; dropout
     regularizes). The codes are checked once (shape and values) and moved to
@@ -83,7 +85,7 @@ def train_prior(
     (on digits, 1437 sequences, the held-out NLL rises after about 10).
 
     :param torch.nn.Module prior: the prior to train, in place.
-    :param torch.Tensor train_codes: integer codes ``(N, L)``, N >= 1.
+    :param torch.Tensor train_codes: integer codes ``(N, L)``, :math:`N \ge 1`.
     :param test_codes: held-out codes ``(M, L)``, or None.
     :param PriorTrainConfig config: the settings (defaults if None).
     :param bool progress: show a progress bar with the running NLL.

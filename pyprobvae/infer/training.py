@@ -90,17 +90,20 @@ class ELBOLoss(nn.Module):
 
 
 class ELBOObjective(Objective):
-    """
+    r"""
     The training objective of :func:`fit`, in nats per example:
 
-        loss = -mean_n [ log p(x_n|z_n) - beta_t * KL_n - penalty_n ],
+    .. math::
 
-    with the KL weight ``beta_t`` of the warm-up at global step t, which does
-    not change with the batch size. The epoch's record reports the true ELBO
-    (beta = 1) whatever the weight.
+        \mathrm{loss} = -\operatorname{mean}_n \left[ \log p(x_n \mid z_n)
+            - \beta_t \, \mathrm{KL}_n - \mathrm{penalty}_n \right],
+
+    with the KL weight :math:`\beta_t` of the warm-up at global step
+    :math:`t`, which does not change with the batch size. The epoch's record
+    reports the true ELBO (:math:`\beta = 1`) whatever the weight.
 
     :param ELBOLoss loss: the per-example terms.
-    :param int warmup_steps: steps over which beta rises to 1 (0: none).
+    :param int warmup_steps: steps over which :math:`\beta` rises to 1 (0: none).
     """
 
     terms = ("log-likelihood", "KL", "penalty")
@@ -110,7 +113,7 @@ class ELBOObjective(Objective):
         self.warmup_steps = warmup_steps
 
     def kl_weight(self, step: int) -> float:
-        """beta at global step ``step`` (counted from 0)."""
+        r""":math:`\beta` at global step ``step`` (counted from 0)."""
         return 1.0 if self.warmup_steps == 0 else min(1.0, (step + 1) / self.warmup_steps)
 
     def __call__(self, x, y=None, *, step: int):

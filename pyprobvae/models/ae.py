@@ -33,18 +33,18 @@ class AEConfig(ModelConfig):
 
 
 class Autoencoder(VAE):
-    """
-    A deterministic autoencoder: the VAE's encoder and decoder networks with
+    r"""
+    A deterministic autoencoder: the VAE's encoder and decoder networks with::
 
         model(x):  z_n ~ flat (improper, log density 0),  x_n ~ p(x | z_n)
         guide(x):  z_n = f(x_n)   (a Delta distribution)
 
-    The ELBO of this pair is ``log p(x | f(x))``: the log density of a Delta
+    The ELBO of this pair is :math:`\log p(x \mid f(x))`: the log density of a Delta
     guide and of the flat "prior" are both zero, so there is no KL term and
     training is reconstruction alone. Nothing shapes where codes lie, so the
-    model is not generative: decoding a random ``z ~ N(0, I)`` gives whatever
-    the decoder makes of a point that no training code is near.
-    :meth:`sample` shows it, from N(0, I) or from a Gaussian fitted to the
+    model is not generative: decoding a random :math:`z \sim \mathcal{N}(0, I)`
+    gives whatever the decoder makes of a point that no training code is near.
+    :meth:`sample` shows it, from :math:`\mathcal{N}(0, I)` or from a Gaussian fitted to the
     codes of data you pass.
 
     :param AEConfig config: the architecture.
@@ -62,8 +62,8 @@ class Autoencoder(VAE):
         return encoder, decoder, StandardNormal(config.latent_dim)
 
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
-        """
-        p(x|z) under a flat code distribution, for a batch ``x``.
+        r"""
+        :math:`p(x \mid z)` under a flat code distribution, for a batch ``x``.
 
         :param y: must be None: the autoencoder takes no labels.
         :param bool register: register the decoder's parameters with Pyro
@@ -78,7 +78,7 @@ class Autoencoder(VAE):
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         """
-        The point guide z = f(x).
+        The point guide :math:`z = f(x)`.
 
         :param y: must be None: the autoencoder takes no labels.
         :param bool register: register the encoder's parameters with Pyro.
@@ -94,23 +94,24 @@ class Autoencoder(VAE):
         """
         :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
         :param y: must be None: the autoencoder takes no labels.
-        :return: the codes f(x), shape ``(batch, latent_dim)``.
+        :return: the codes :math:`f(x)`, shape ``(batch, latent_dim)``.
         """
         return self.encoder(x, *self.condition(y, x.shape[0]))
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, temperature: float = 1.0, fitted_to: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
-        Decode random codes: ``z ~ N(0, I)`` by default, or ``z ~ N(m, S)``
-        with the mean and covariance of the codes of ``fitted_to``; the
+        r"""
+        Decode random codes: :math:`z \sim \mathcal{N}(0, I)` by default, or
+        :math:`z \sim \mathcal{N}(m, S)` with the mean :math:`m` and covariance
+        :math:`S` of the codes of ``fitted_to``; the
         temperature scales the deviation from the mean as in
         :meth:`VAE.sample <pyprobvae.models.VAE.sample>`.
 
         :param int num_samples: how many examples.
-        :param float temperature: T >= 0.
+        :param float temperature: :math:`T \ge 0`.
         :param torch.Tensor fitted_to: data whose codes the Gaussian is fitted
-            to (e.g. the training set), or None for N(0, I).
-        :return: E[x|z] for each draw, shape ``(num_samples, *data_shape)``.
+            to (e.g. the training set), or None for :math:`\mathcal{N}(0, I)`.
+        :return: :math:`\mathbb{E}[x \mid z]` for each draw, shape ``(num_samples, *data_shape)``.
         """
         if fitted_to is None:
             return super().sample(num_samples, temperature=temperature)
@@ -121,14 +122,14 @@ class Autoencoder(VAE):
         return self.decode(temper(gaussian.sample((num_samples,)), gaussian.mean, temperature))
 
     def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
-        """``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from N(0, I)."""
+        r"""``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from :math:`\mathcal{N}(0, I)`."""
         self._refuse(label=label, top_k=top_k)
         if codes not in (None,) + CODE_SOURCES:
             raise ValueError(f"unknown code source {codes!r}; choose one of {', '.join(CODE_SOURCES)}")
         return SamplingPlan(num_samples, None, {"fitted_to": training_data()} if codes == "fitted" else {})
 
     def scored_samples(self, num_samples, training_data):
-        """Decoded codes from N(0, I) and from a Gaussian fitted to the training codes."""
+        r"""Decoded codes from :math:`\mathcal{N}(0, I)` and from a Gaussian fitted to the training codes."""
         return {
             "standard_normal": SamplingPlan(num_samples, None, {}),
             "fitted_gaussian": SamplingPlan(num_samples, None, {"fitted_to": training_data()}),

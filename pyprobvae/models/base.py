@@ -105,9 +105,10 @@ class SamplingPlan(NamedTuple):
 
 
 class LatentVariableModel(nn.Module):
-    """
-    Base class of the models: a latent-variable model p(x, z) = p(z) p(x|z)
-    with an amortized guide q(z|x), built from a :class:`ModelConfig`.
+    r"""
+    Base class of the models: a latent-variable model
+    :math:`p(x, z) = p(z)\, p(x \mid z)` with an amortized guide
+    :math:`q(z \mid x)`, built from a :class:`ModelConfig`.
 
     Subclasses set :attr:`Config` and implement :meth:`model`,
     :meth:`guide`, :meth:`encode`, :meth:`decode` and :meth:`sample`; the
@@ -123,7 +124,7 @@ class LatentVariableModel(nn.Module):
     description: ClassVar[str] = "a latent-variable model"
     """How messages name the model, e.g. ``"the conditional VAE"``."""
     generative: ClassVar[bool] = True
-    """Whether p(z) is a real prior, so that the ELBO and the IWAE estimate bound log p(x)."""
+    r"""Whether :math:`p(z)` is a real prior, so that the ELBO and the IWAE estimate bound :math:`\log p(x)`."""
     conditional: ClassVar[bool] = False
     """Whether the networks and the prior take labels ``y``."""
     discrete_codes: ClassVar[bool] = False
@@ -143,7 +144,7 @@ class LatentVariableModel(nn.Module):
 
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         """
-        The generative model p(x, z) for a batch ``x`` of shape ``(batch,
+        The generative model :math:`p(x, z)` for a batch ``x`` of shape ``(batch,
         *data_shape)``, every site inside the plate ``"data"``.
 
         :param y: labels, for conditional models only.
@@ -154,7 +155,7 @@ class LatentVariableModel(nn.Module):
         raise NotImplementedError
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
-        """The guide q(z|x) for a batch ``x`` (see :meth:`model`)."""
+        r"""The guide :math:`q(z \mid x)` for a batch ``x`` (see :meth:`model`)."""
         raise NotImplementedError
 
     # --------------------------------------------------------------- verbs

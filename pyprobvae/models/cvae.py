@@ -1,5 +1,5 @@
 """
-The conditional VAE (Sohn et al. 2015): the VAE with the label y given to the
+The conditional VAE (Sohn et al. 2015): the VAE with the label :math:`y` given to the
 encoder, the decoder and, optionally, the prior, so that one can ask for an
 example of a chosen class.
 """
@@ -42,17 +42,23 @@ class CVAEConfig(VAEConfig):
 
 
 class ConditionalVAE(VAE):
-    """
-    A conditional VAE over data with ``num_classes`` classes:
+    r"""
+    A conditional VAE over data with ``num_classes`` classes::
 
         model(x, y):  z_n ~ p(z | y_n),  x_n ~ p(x | z_n, y_n)   for n in plate "data"
         guide(x, y):  z_n ~ q(z | x_n, y_n)
 
     The ELBO bounds the conditional likelihood,
-    ``log p(x|y) >= E_q[log p(x|z, y)] - KL(q(z|x, y) || p(z|y))``, and all
-    the VAE's evaluation carries over with y given. Since y is given to the
-    decoder, z need not encode the class: it is free to carry the style
-    (slant, thickness), and ``sample(n, y=...)`` draws examples of class y.
+
+    .. math::
+
+        \log p(x \mid y) \ge \mathbb{E}_q[\log p(x \mid z, y)]
+            - \mathrm{KL}(q(z \mid x, y) \,\|\, p(z \mid y)),
+
+    and all the VAE's evaluation carries over with :math:`y` given. Since
+    :math:`y` is given to the decoder, :math:`z` need not encode the class: it
+    is free to carry the style (slant, thickness), and ``sample(n, y=...)``
+    draws examples of class ``y``.
 
     Labels are int64 class indices of shape ``(batch,)``; the networks see
     them one-hot. Anywhere a label is taken, a label vector of shape
@@ -60,10 +66,10 @@ class ConditionalVAE(VAE):
     works: mixing two one-hot vectors is how :meth:`interpolate_classes`
     moves between classes.
 
-    The encoder (``(x, label vectors) -> q(z|x, y)``) and the decoder
-    (``(z, label vectors) -> p(x|z, y)``) are
+    The encoder (``(x, label vectors)`` :math:`\to q(z \mid x, y)`) and the
+    decoder (``(z, label vectors)`` :math:`\to p(x \mid z, y)`) are
     :class:`~pyprobvae.networks.Conditioned` MLPs; the prior is
-    :class:`~pyprobvae.priors.StandardNormal` (which ignores y) or
+    :class:`~pyprobvae.priors.StandardNormal` (which ignores :math:`y`) or
     :class:`~pyprobvae.priors.LabelConditionalNormal`.
 
     :param CVAEConfig config: the architecture.
@@ -125,12 +131,12 @@ class ConditionalVAE(VAE):
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
-        Draw ``z ~ p(z|y)``, temper it as :meth:`VAE.sample
-        <pyprobvae.models.VAE.sample>` does, and decode it with label y.
+        r"""
+        Draw :math:`z \sim p(z \mid y)`, temper it as :meth:`VAE.sample
+        <pyprobvae.models.VAE.sample>` does, and decode it with label :math:`y`.
 
         :param int num_samples: how many examples.
-        :param float temperature: T >= 0.
+        :param float temperature: :math:`T \ge 0`.
         :param y: the class of each example, shape ``(num_samples,)``; by
             default :meth:`balanced_labels`.
         :return: images of shape ``(num_samples, *data_shape)``.
@@ -140,9 +146,10 @@ class ConditionalVAE(VAE):
         return super().sample(num_samples, temperature=temperature, y=y)
 
     def balanced_labels(self, num_samples: int) -> torch.Tensor:
-        """
-        Every class in turn, in blocks: ``y_n = floor(n * num_classes /
-        num_samples)``. Class counts differ by at most one, and
+        r"""
+        Every class in turn, in blocks:
+        :math:`y_n = \lfloor n C / N \rfloor` for :math:`C` = ``num_classes``
+        and :math:`N` = ``num_samples``. Class counts differ by at most one, and
         ``num_samples = k * num_classes`` gives ``k`` of each class in order,
         one row per class in a grid of ``k`` columns.
         """
@@ -153,17 +160,21 @@ class ConditionalVAE(VAE):
 
     @torch.no_grad()
     def interpolate_classes(self, y0: int, y1: int, num_paths: int, steps: int = 8) -> torch.Tensor:
-        """
+        r"""
         Move between two classes with the style held: for each path draw one
-        ``eps ~ N(0, I)``, and decode
+        :math:`\epsilon \sim \mathcal{N}(0, I)`, and decode
 
-            z_t = m(y_t) + s(y_t) * eps  with label  y_t = (1 - t) e_{y0} + t e_{y1},
+        .. math::
 
-        where ``m`` and ``s`` are the prior's mean and scale (0 and 1 for the
-        standard normal prior, so z stays fixed and only the label moves).
+            z_t = m(y_t) + s(y_t)\, \epsilon \quad \text{with label} \quad
+            y_t = (1 - t)\, e_{y_0} + t\, e_{y_1},
 
-        :param int y0: the class at ``t = 0``.
-        :param int y1: the class at ``t = 1``.
+        where :math:`m` and :math:`s` are the prior's mean and scale (0 and 1
+        for the standard normal prior, so :math:`z` stays fixed and only the
+        label moves).
+
+        :param int y0: the class at :math:`t = 0`.
+        :param int y1: the class at :math:`t = 1`.
         :param int num_paths: number of styles (rows).
         :param int steps: points on each path, endpoints included (>= 2).
         :return: images of shape ``(num_paths, steps, *data_shape)``.

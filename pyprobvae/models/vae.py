@@ -61,8 +61,9 @@ def temper(z: torch.Tensor, mean: torch.Tensor, temperature: float) -> torch.Ten
 
 
 class VAE(LatentVariableModel):
-    """
-    A VAE: prior p(z), decoder p(x|z) and amortized guide q(z|x).
+    r"""
+    A VAE: prior :math:`p(z)`, decoder :math:`p(x \mid z)` and amortized guide
+    :math:`q(z \mid x)`.
 
     The generative model and the guide are written for Pyro::
 
@@ -77,7 +78,7 @@ class VAE(LatentVariableModel):
     The encoder is ``x -> hidden[0] -> ... -> hidden[-1]`` followed by the
     family's output layer (:func:`~pyprobvae.families.make_family`); the
     decoder mirrors it, ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood
-    outputs``; the prior is N(0, I).
+    outputs``; the prior is :math:`\mathcal{N}(0, I)`.
 
     :param VAEConfig config: the architecture.
     """
@@ -124,16 +125,16 @@ class VAE(LatentVariableModel):
         return ()
 
     def posterior(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
-        """The guide's distribution q(z|x) (q(z|x, y) for a conditional model), batch shape ``(batch,)``."""
+        r"""The guide's distribution :math:`q(z \mid x)` (:math:`q(z \mid x, y)` for a conditional model), batch shape ``(batch,)``."""
         return self.encoder(x, *self.condition(y, x.shape[0]))
 
     def prior_distribution(self, batch_size: int, y: Optional[torch.Tensor] = None):
-        """The prior p(z) (p(z|y) for a conditional model), batch shape ``(batch_size,)``."""
+        r"""The prior :math:`p(z)` (:math:`p(z \mid y)` for a conditional model), batch shape ``(batch_size,)``."""
         return self.prior(batch_size, *self.condition(y, batch_size))
 
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
-        """
-        p(x, z) = p(z) p(x|z) for a batch ``x`` of shape ``(batch, *data_shape)``.
+        r"""
+        :math:`p(x, z) = p(z)\, p(x \mid z)` for a batch ``x`` of shape ``(batch, *data_shape)``.
 
         :param y: labels, for conditional models only.
         :param bool register: register the decoder's and prior's parameters
@@ -150,8 +151,8 @@ class VAE(LatentVariableModel):
             pyro.sample("x", self.decoder(z, *condition), obs=x)
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
-        """
-        q(z|x) for a batch ``x`` of shape ``(batch, *data_shape)``.
+        r"""
+        :math:`q(z \mid x)` for a batch ``x`` of shape ``(batch, *data_shape)``.
 
         :param y: labels, for conditional models only.
         :param bool register: register the encoder's parameters in Pyro's
@@ -165,10 +166,10 @@ class VAE(LatentVariableModel):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
+        r"""
         :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
         :param y: labels, for conditional models only.
-        :return: the posterior means E_q[z|x], shape ``(batch, latent_dim)``;
+        :return: the posterior means :math:`\mathbb{E}_q[z \mid x]`, shape ``(batch, latent_dim)``;
             for families without a closed-form mean (normalizing flows) the
             average of :data:`POSTERIOR_MEAN_SAMPLES` draws.
         """
@@ -179,10 +180,10 @@ class VAE(LatentVariableModel):
             return q.sample((POSTERIOR_MEAN_SAMPLES,)).mean(0)
 
     def decode(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
+        r"""
         :param torch.Tensor z: codes, shape ``(batch, latent_dim)``.
         :param y: labels, for conditional models only.
-        :return: the decoder's mean E[x|z], shape ``(batch, *data_shape)``.
+        :return: the decoder's mean :math:`\mathbb{E}[x \mid z]`, shape ``(batch, *data_shape)``.
         """
         return self._decode(z, self.condition(y, z.shape[0]))
 
@@ -192,16 +193,16 @@ class VAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """
-        Draw ``z ~ p(z)``, scale its deviation from the prior mean by the
-        temperature, ``z_T = m + T (z - m)``, and decode it. ``T = 1`` samples
-        the prior, ``T < 1`` trades diversity for typical samples, ``T = 0``
-        decodes the prior mean.
+        r"""
+        Draw :math:`z \sim p(z)`, scale its deviation from the prior mean
+        :math:`m` by the temperature, :math:`z_T = m + T (z - m)`, and decode
+        it. :math:`T = 1` samples the prior, :math:`T < 1` trades diversity for
+        typical samples, :math:`T = 0` decodes the prior mean.
 
         :param int num_samples: how many examples.
-        :param float temperature: T >= 0.
+        :param float temperature: :math:`T \ge 0`.
         :param y: labels, for conditional models only.
-        :return: E[x|z_T] for each draw, shape ``(num_samples, *data_shape)``.
+        :return: :math:`\mathbb{E}[x \mid z_T]` for each draw, shape ``(num_samples, *data_shape)``.
         """
         condition = self.condition(y, num_samples)
         prior = self.prior(num_samples, *condition)
@@ -283,28 +284,31 @@ class VAE(LatentVariableModel):
         self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
         analytic_kl: bool = True,
     ) -> dict:
-        """
+        r"""
         Every held-out number, in nats per example:
 
-        * ``test_elbo``: E_q[log p(x|z)] - KL(q(z|x) || p(z)), one sample per
-          example (closed-form KL where available);
-        * ``test_nll``: -L_K, the IWAE estimate of -log p(x) with
-          ``iwae_samples`` samples (an upper bound on the NLL in expectation,
-          :func:`~pyprobvae.evaluation.metrics.iwae_log_likelihood`);
-        * ``kl``: KL(q(z|x) || p(z)); ``kl_per_dim`` when it has a closed form;
-        * ``recon_nll``: -E_q[log p(x|z)]; ``recon_mse`` per dimension;
+        * ``test_elbo``: :math:`\mathbb{E}_q[\log p(x \mid z)] - \mathrm{KL}(q(z \mid x) \,\|\, p(z))`,
+          one sample per example (closed-form KL where available);
+        * ``test_nll``: :math:`-L_K`, the IWAE estimate of :math:`-\log p(x)`
+          with ``iwae_samples`` samples (an upper bound on the NLL in
+          expectation, :func:`~pyprobvae.evaluation.metrics.iwae_log_likelihood`);
+        * ``kl``: :math:`\mathrm{KL}(q(z \mid x) \,\|\, p(z))`; ``kl_per_dim``
+          when it has a closed form;
+        * ``recon_nll``: :math:`-\mathbb{E}_q[\log p(x \mid z)]`; ``recon_mse``
+          per dimension;
         * ``active_units`` out of ``latent_dim``.
 
         A model that is not generative (the
-        :class:`~pyprobvae.models.Autoencoder`, whose p(z) is flat) bounds no
-        likelihood: its ``test_elbo``, ``test_nll`` and ``kl`` are None and
-        ``recon_nll`` is -log p(x | f(x)). A conditional model is evaluated
-        given the labels: its bounds are on log p(x|y).
+        :class:`~pyprobvae.models.Autoencoder`, whose :math:`p(z)` is flat)
+        bounds no likelihood: its ``test_elbo``, ``test_nll`` and ``kl`` are
+        None and ``recon_nll`` is :math:`-\log p(x \mid f(x))`. A conditional
+        model is evaluated given the labels: its bounds are on
+        :math:`\log p(x \mid y)`.
 
         :param torch.Tensor x: held-out data as the model sees it (see
             :func:`~pyprobvae.infer.training.evaluation_data`).
         :param y: labels of ``x``, required by a conditional model.
-        :param int iwae_samples: K of the IWAE estimate.
+        :param int iwae_samples: :math:`K` of the IWAE estimate.
         :param bool analytic_kl: closed-form KL where available.
         """
         self.eval()

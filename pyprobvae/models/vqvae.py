@@ -65,9 +65,9 @@ class VQVAEConfig(ModelConfig):
 
 
 class VQVAE(LatentVariableModel):
-    """
-    A VQ-VAE with P code positions per example and a codebook of K codes in
-    R^D. As a Pyro model/guide pair::
+    r"""
+    A VQ-VAE with :math:`P` code positions per example and a codebook of
+    :math:`K` codes in :math:`\mathbb{R}^D`. As a Pyro model/guide pair::
 
         model(x):  k_n ~ p(k),  z_n = e_{k_n},  x_n ~ p(x | z_n)
         guide(x):  z_n = Delta(z_q(x_n)),  z_q = z_e + sg[e_k(z_e) - z_e],  z_e = f(x_n)
@@ -77,25 +77,31 @@ class VQVAE(LatentVariableModel):
     The guide is deterministic: the encoder output ``z_e`` snaps to its
     nearest codes (:class:`~pyprobvae.families.quantizer.VectorQuantizer`), and the
     straight-through value passes the decoder's gradient to the encoder
-    unchanged. Since q is a point mass on the codes, the ELBO is
+    unchanged. Since :math:`q` is a point mass on the codes, the ELBO is
 
-        log p(x) >= log p(x | z_q(x)) + log p(k(x)),
+    .. math::
 
-    a true bound on log p(x) for any prior over codes: for the uniform prior
-    ``log p(k) = -P log K`` is a constant and training needs the
+        \log p(x) \ge \log p(x \mid z_q(x)) + \log p(k(x)),
+
+    a true bound on :math:`\log p(x)` for any prior over codes: for the
+    uniform prior :math:`\log p(k) = -P \log K` is a constant and training needs the
     reconstruction term only. The codebook and commitment terms are not part
     of the bound; they are the guide's ``pyro.factor`` penalties, summed over
     positions per example, which pyprobvae's loop subtracts from the
     objective as ``penalty`` (:class:`~pyprobvae.infer.elbo.ELBOTerms`) and
-    Pyro's ``Trace_ELBO`` as part of log q, so both descend on
+    Pyro's ``Trace_ELBO`` as part of :math:`\log q`, so both descend on
 
-        -log p(x|z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2   (nats per example).
+    .. math::
+
+        -\log p(x \mid z_q) + \lVert \operatorname{sg}[z_e] - e \rVert^2
+            + \beta \lVert z_e - \operatorname{sg}[e] \rVert^2
+        \quad \text{(nats per example)}.
 
     Stage 2 fits ``code_prior`` (a :class:`~pyprobvae.priors.transformer.TransformerPrior`)
     to the codes of the training set; the same bound then uses it.
 
     The encoder maps ``x`` to ``z_e`` of shape ``(batch, P, D)``; the decoder
-    maps codes to p(x|z), its last module a
+    maps codes to :math:`p(x \mid z)`, its last module a
     :class:`~pyprobvae.likelihoods.Likelihood`; ``code_prior`` is the
     learned prior over code sequences (None: uniform).
 
@@ -136,12 +142,12 @@ class VQVAE(LatentVariableModel):
         return ()
 
     def prior(self, batch_size: int) -> CodebookPrior:
-        """p(z): the codebook grids under the current prior over codes."""
+        """:math:`p(z)`: the codebook grids under the current prior over codes."""
         return CodebookPrior(self.quantizer, self.code_prior, batch_size, self.num_positions)
 
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
-        """
-        p(x, k) = p(k) p(x | e_k) for a batch ``x`` of shape ``(batch, *data_shape)``.
+        r"""
+        :math:`p(x, k) = p(k)\, p(x \mid e_k)` for a batch ``x`` of shape ``(batch, *data_shape)``.
 
         :param y: must be None.
         :param bool register: register the decoder (and a learned prior) with
@@ -179,7 +185,7 @@ class VQVAE(LatentVariableModel):
         """
         :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
         :param y: must be None.
-        :return: the code indices k(x), shape ``(batch, P)``.
+        :return: the code indices :math:`k(x)`, shape ``(batch, P)``.
         """
         self.condition(y, x.shape[0])
         return self.quantizer.nearest(self.encoder(x))
@@ -197,13 +203,13 @@ class VQVAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, num_samples: int, *, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
-        """
+        r"""
         Draw code sequences from the prior and decode them. With the uniform
         prior of stage 1 every code is independent and equally likely
         (temperature and top-k do not apply); with a trained
         ``code_prior`` they are drawn one position at a time from
-        ``softmax(logits / temperature)``, restricted to the ``top_k`` most
-        likely codes if given.
+        :math:`\mathrm{softmax}(\mathrm{logits} / T)` at temperature
+        :math:`T`, restricted to the ``top_k`` most likely codes if given.
 
         :return: decoded data, shape ``(num_samples, *data_shape)``.
         """
@@ -212,21 +218,25 @@ class VQVAE(LatentVariableModel):
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
                  analytic_kl: bool = True, batch_size: int = 500) -> dict:
-        """
+        r"""
         Every held-out number (the bound is exact for a point guide, so
         ``iwae_samples`` and ``analytic_kl`` do not apply):
 
-        * ``test_nll``: the bound ``-log p(x) <= -log p(x | z_q(x)) - log p(k(x))``
+        * ``test_nll``: the bound
+          :math:`-\log p(x) \le -\log p(x \mid z_q(x)) - \log p(k(x))`
           in nats per example, under the current prior over codes (``prior``:
-          ``"uniform"``, where ``-log p(k) = P log K``, or ``"transformer"`` once
-          stage 2 has trained one), and the same in ``bits_per_dim``,
-          ``test_nll / (dims * log 2)``;
-        * ``recon_nll``: ``-log p(x | z_q(x))``; ``code_nll``: ``-log p(k(x))``;
+          ``"uniform"``, where :math:`-\log p(k) = P \log K`, or
+          ``"transformer"`` once stage 2 has trained one), and the same in
+          ``bits_per_dim``, ``test_nll`` :math:`/ (\mathrm{dims} \cdot \log 2)`;
+        * ``recon_nll``: :math:`-\log p(x \mid z_q(x))`; ``code_nll``:
+          :math:`-\log p(k(x))`;
         * ``recon_mse`` per dimension for pixel data, or ``recon_accuracy``, the
           share of tokens reconstructed exactly, for token data;
-        * ``codebook_perplexity``: ``exp(H)`` of the code usage histogram over
-          the whole evaluation set (:func:`~pyprobvae.evaluation.metrics.code_usage`),
-          between 1 and K; ``codes_used``: how many of the K codes are used at all.
+        * ``codebook_perplexity``: :math:`\exp(H)` of the code usage histogram
+          over the whole evaluation set
+          (:func:`~pyprobvae.evaluation.metrics.code_usage`), between 1 and
+          :math:`K`; ``codes_used``: how many of the :math:`K` codes are used
+          at all.
 
         :param torch.Tensor x: held-out data as the model sees it.
         :param y: must be None.

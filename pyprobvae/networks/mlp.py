@@ -55,11 +55,11 @@ class MLP(nn.Sequential):
 
 
 class Conditioned(nn.Module):
-    """
+    r"""
     A network that also sees a condition vector, such as a one-hot label:
     ``forward(inputs, condition) = net(concat(flatten(inputs), condition))``.
     This is how the conditional VAE feeds the label to its encoder
-    (``q(z|x, y)``) and decoder (``p(x|z, y)``).
+    (:math:`q(z \mid x, y)`) and decoder (:math:`p(x \mid z, y)`).
 
     :param torch.nn.Module net: takes ``prod(in_shape) + condition_features``
         input features.

@@ -1,5 +1,5 @@
 """
-Priors p(z): modules mapping a batch size (and, for conditional models, label
+Priors :math:`p(z)`: modules mapping a batch size (and, for conditional models, label
 vectors) to a distribution over latent codes with batch shape ``(batch,)``;
 and for the VQ-VAE the distribution over codebook grids and the learned
 autoregressive prior over code indices.

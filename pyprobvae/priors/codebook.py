@@ -11,23 +11,26 @@ from torch import nn
 
 
 class CodebookPrior(TorchDistribution):
-    """
+    r"""
     The VQ-VAE's prior as a distribution over grids of codebook vectors:
-    ``z = (e_{k_1}, ..., e_{k_P})`` with the indices ``k`` drawn from a prior
-    over code sequences, uniform,
+    :math:`z = (e_{k_1}, \dots, e_{k_P})` with the indices :math:`k` drawn
+    from a prior over code sequences, uniform,
 
-        p(k) = prod_p 1/K,   log p(k) = -P log K,
+    .. math::
+
+        p(k) = \prod_p \frac{1}{K}, \qquad \log p(k) = -P \log K,
 
     or a learned one (:class:`~pyprobvae.priors.TransformerPrior`).
-    ``log_prob(z)`` is ``log p(k(z))`` with ``k(z)`` the codes of ``z``
-    (``z`` must lie on the codebook, as the guide's quantized codes do).
+    ``log_prob(z)`` is :math:`\log p(k(z))` with :math:`k(z)` the codes of
+    :math:`z` (:math:`z` must lie on the codebook, as the guide's quantized
+    codes do).
 
     :param quantizer: holds the codebook (a
         :class:`~pyprobvae.families.quantizer.VectorQuantizer`).
     :param code_prior: a module with ``log_prob(codes)`` and
         ``sample(n)`` over ``(n, P)`` code sequences, or None for uniform.
     :param int batch_size: number of examples.
-    :param int num_positions: codes per example P.
+    :param int num_positions: codes per example :math:`P`.
     """
 
     arg_constraints = {}
@@ -41,11 +44,11 @@ class CodebookPrior(TorchDistribution):
         super().__init__(torch.Size([batch_size]), torch.Size([num_positions, codebook.shape[1]]), validate_args=False)
 
     def uniform_log_prob(self) -> float:
-        """``-P log K``, the log-probability of any code sequence under the uniform prior."""
+        r""":math:`-P \log K`, the log-probability of any code sequence under the uniform prior."""
         return -self.num_positions * math.log(self.quantizer.codebook.shape[0])
 
     def code_log_prob(self, codes: torch.Tensor) -> torch.Tensor:
-        """log p(k) of code sequences ``(batch, P)``, shape ``(batch,)``."""
+        r""":math:`\log p(k)` of code sequences ``(batch, P)``, shape ``(batch,)``."""
         if self.code_prior is None:
             return torch.full(codes.shape[:-1], self.uniform_log_prob(), device=codes.device)
         return self.code_prior.log_prob(codes)

@@ -1,5 +1,5 @@
 """
-Gaussian priors p(z): the standard normal, and the learned label-conditional
+Gaussian priors :math:`p(z)`: the standard normal, and the learned label-conditional
 normal of the conditional VAE.
 """
 
@@ -11,13 +11,14 @@ from torch import nn
 
 
 class StandardNormal(nn.Module):
-    """
-    The standard normal prior p(z) = N(0, I) on ``latent_dim`` dimensions. Its
-    zero mean and unit scale are buffers, so the prior follows the model to
-    its device. As the prior of a conditional model it ignores the labels:
-    p(z|y) = N(0, I) for every y.
+    r"""
+    The standard normal prior :math:`p(z) = \mathcal{N}(0, I)` on
+    ``latent_dim`` dimensions. Its zero mean and unit scale are buffers, so
+    the prior follows the model to its device. As the prior of a conditional
+    model it ignores the labels: :math:`p(z \mid y) = \mathcal{N}(0, I)` for
+    every :math:`y`.
 
-    :param int latent_dim: dimension of z.
+    :param int latent_dim: dimension of :math:`z`.
     """
 
     def __init__(self, latent_dim: int):
@@ -31,19 +32,21 @@ class StandardNormal(nn.Module):
 
 
 class LabelConditionalNormal(nn.Module):
-    """
+    r"""
     A learned label-conditional prior for the conditional VAE,
 
-        p(z|y) = N(z; M y, diag(exp(2 S y))),
+    .. math::
 
-    with ``y`` a one-hot label (or a mixture of labels, as in class
-    interpolation) and ``M``, ``S`` learned ``latent_dim x num_classes``
-    matrices: each class gets its own mean and per-dimension scale, and the
-    label path between two classes moves them linearly. Both start at zero,
-    so training starts from N(0, I).
+        p(z \mid y) = \mathcal{N}(z; M y, \mathrm{diag}\, \exp(2 S y)),
+
+    with :math:`y` a one-hot label (or a mixture of labels, as in class
+    interpolation) and :math:`M`, :math:`S` learned ``latent_dim`` by
+    ``num_classes`` matrices: each class gets its own mean and per-dimension
+    scale, and the label path between two classes moves them linearly. Both
+    start at zero, so training starts from :math:`\mathcal{N}(0, I)`.
 
     :param int num_classes: number of classes.
-    :param int latent_dim: dimension of z.
+    :param int latent_dim: dimension of :math:`z`.
     """
 
     def __init__(self, num_classes: int, latent_dim: int):

@@ -1,27 +1,32 @@
-"""
+r"""
 Stage 2 of a VQ-VAE: an autoregressive prior over sequences of discrete codes.
 
-A VQ-VAE encodes each example to ``num_positions`` code indices ``c = (c_0, ...,
-c_{L-1})`` in ``{0, ..., K-1}`` (raster order for images). Its uniform prior
-is replaced after training by a learned one, factorized autoregressively:
+A VQ-VAE encodes each example to :math:`L` = ``num_positions`` code indices
+:math:`c = (c_0, \dots, c_{L-1})` in :math:`\{0, \dots, K-1\}` (raster order
+for images). Its uniform prior is replaced after training by a learned one,
+factorized autoregressively:
 
-    p(c) = prod_{t=0}^{L-1} p(c_t | c_<t),
+.. math::
 
-each factor a softmax over the ``K`` codes computed by a small causal
+    p(c) = \prod_{t=0}^{L-1} p(c_t \mid c_{<t}),
+
+each factor a softmax over the :math:`K` codes computed by a small causal
 transformer (:class:`TransformerPrior`). Because every factor is normalized,
-``log p(c)`` is exact, not a bound, and with the decoder gives a likelihood
-bound for the VQ-VAE: with the deterministic encoder as variational
-posterior, ``log p(x) >= log p(x | z_q(c)) + log p(c)``, where ``z_q(c)`` are
-the codebook vectors of the codes ``c`` of ``x``.
+:math:`\log p(c)` is exact, not a bound, and with the decoder gives a
+likelihood bound for the VQ-VAE: with the deterministic encoder as
+variational posterior, :math:`\log p(x) \ge \log p(x \mid z_q(c)) + \log p(c)`,
+where :math:`z_q(c)` are the codebook vectors of the codes :math:`c` of
+:math:`x`.
 
-Training (:func:`pyprobvae.infer.prior_training.train_prior`) uses teacher forcing: the true codes are fed
-in, shifted right behind a learned start token, so a single forward pass
-yields all ``L`` conditionals and the loss ``-log p(c)`` (nats per sequence).
-Sampling (:meth:`TransformerPrior.sample`) is ancestral, one code at a time
-from ``softmax(logits / T)``: a temperature ``T < 1`` sharpens each
-conditional and ``T > 1`` flattens it; top-k sampling renormalizes over the
-``k`` largest logits only, so unlikely codes are never drawn (``k = 1`` is
-greedy decoding).
+Training (:func:`pyprobvae.infer.prior_training.train_prior`) uses teacher
+forcing: the true codes are fed in, shifted right behind a learned start
+token, so a single forward pass yields all :math:`L` conditionals and the loss
+:math:`-\log p(c)` (nats per sequence). Sampling
+(:meth:`TransformerPrior.sample`) is ancestral, one code at a time from
+:math:`\mathrm{softmax}(\mathrm{logits} / T)`: a temperature :math:`T < 1`
+sharpens each conditional and :math:`T > 1` flattens it; top-k sampling
+renormalizes over the :math:`k` largest logits only, so unlikely codes are
+never drawn (:math:`k = 1` is greedy decoding).
 """
 
 import math
@@ -60,21 +65,23 @@ class TransformerPriorConfig(Config):
 
 
 class TransformerPrior(nn.Module):
-    """
-    A causal transformer over code sequences: ``p(c) = prod_t p(c_t | c_<t)``
-    with ``p(c_t | c_<t) = softmax(logits_t)`` and ``logits_t`` a function of
-    ``c_<t`` only.
+    r"""
+    A causal transformer over code sequences:
+    :math:`p(c) = \prod_t p(c_t \mid c_{<t})` with
+    :math:`p(c_t \mid c_{<t}) = \mathrm{softmax}(\mathrm{logits}_t)` and
+    :math:`\mathrm{logits}_t` a function of :math:`c_{<t}` only.
 
-    The input at position ``t`` is a learned start token for ``t = 0`` and
-    the embedding of ``c_{t-1}`` otherwise, plus a learned embedding of the
-    position ``t``; pre-norm transformer encoder layers with a causal
-    attention mask (position ``t`` attends to positions ``<= t``), a final
-    LayerNorm and a linear head map it to ``logits_t``.
+    The input at position :math:`t` is a learned start token for
+    :math:`t = 0` and the embedding of :math:`c_{t-1}` otherwise, plus a
+    learned embedding of the position :math:`t`; pre-norm transformer encoder
+    layers with a causal attention mask (position :math:`t` attends to
+    positions :math:`\le t`), a final LayerNorm and a linear head map it to
+    :math:`\mathrm{logits}_t`.
 
-    **Code embeddings.** With ``config.code_dim`` set, code ``k`` is embedded
-    as ``W e_k / s``: its codebook vector ``e_k`` (a fixed buffer, set by
-    :meth:`set_code_vectors`, divided by the mean norm ``s`` of the codebook)
-    through a learned linear map ``W``. A VQ-VAE's codebook holds
+    **Code embeddings.** With ``config.code_dim`` set, code :math:`k` is
+    embedded as :math:`W e_k / s`: its codebook vector :math:`e_k` (a fixed
+    buffer, set by :meth:`set_code_vectors`, divided by the mean norm
+    :math:`s` of the codebook) through a learned linear map :math:`W`. A VQ-VAE's codebook holds
     near-duplicate codes that decode alike (on digits the median distance to
     the nearest other code is about 5% of a code's norm); free embeddings
     split the few training sequences of a small data set among them, and
@@ -128,21 +135,21 @@ class TransformerPrior(nn.Module):
         return self.token_embedding(self.code_vectors[codes])
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        """
+        r"""
         The logits of every conditional under teacher forcing.
 
         :param torch.Tensor codes: integer codes of shape ``(batch, L)`` with
             ``1 <= L <= num_positions``, values in ``[0, K)``.
         :return: ``logits`` of shape ``(batch, L, K)``; ``logits[:, t]``
-            parameterizes ``p(c_t | c_<t)`` and does not depend on ``c_t, ...,
-            c_{L-1}`` (so the last code only matters to the caller's loss).
+            parameterizes :math:`p(c_t \mid c_{<t})` and does not depend on
+            :math:`c_t, \dots, c_{L-1}` (so the last code only matters to the caller's loss).
         """
         codes = self.check_codes(codes)
         return self._logits(codes[:, :-1])
 
     def log_prob(self, codes: torch.Tensor) -> torch.Tensor:
-        """
-        ``log p(c) = sum_t log softmax(logits_t)[c_t]``, exact, in nats.
+        r"""
+        :math:`\log p(c) = \sum_t \log \mathrm{softmax}(\mathrm{logits}_t)[c_t]`, exact, in nats.
 
         :param torch.Tensor codes: integer codes of shape ``(batch, num_positions)``.
         :return: tensor of shape ``(batch,)``.
@@ -153,17 +160,19 @@ class TransformerPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, num_samples: int, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
-        """
-        Ancestral sampling: for ``t = 0, ..., num_positions - 1`` draw ``c_t`` from
-        ``softmax(logits_t / temperature)``, restricted to (and renormalized
+        r"""
+        Ancestral sampling: for :math:`t = 0, \dots, L - 1` (:math:`L` =
+        ``num_positions``) draw :math:`c_t` from
+        :math:`\mathrm{softmax}(\mathrm{logits}_t / T)` at temperature
+        :math:`T`, restricted to (and renormalized
         over) the ``top_k`` largest logits if given. Runs in eval mode (no
         dropout) and restores the previous mode; draws from torch's global
-        random generator (seed it with :func:`torch.manual_seed`). Step ``t``
+        random generator (seed it with :func:`torch.manual_seed`). Step :math:`t`
         reruns the network on the whole prefix (no key/value cache), so a
         sample costs ``num_positions`` passes: fine for short code sequences.
 
         :param int num_samples: sequences to draw (>= 1).
-        :param float temperature: ``T > 0``, finite; 1 samples the model.
+        :param float temperature: :math:`T > 0`, finite; 1 samples the model.
         :param top_k: ``1 <= top_k <= K`` (``1`` is greedy decoding), or None
             for all codes.
         :type top_k: int or None
@@ -215,10 +224,11 @@ class TransformerPrior(nn.Module):
         return codes.to(device=self.start_token.device, dtype=torch.long)
 
     def _logits(self, context: torch.Tensor) -> torch.Tensor:
-        """
-        :param torch.Tensor context: int64 codes ``c_0 .. c_{n-1}`` of shape
-            ``(batch, n)``, ``n < num_positions``.
-        :return: logits of ``p(c_t | c_<t)`` for ``t = 0 .. n``, shape
+        r"""
+        :param torch.Tensor context: int64 codes :math:`c_0, \dots, c_{n-1}`
+            of shape ``(batch, n)``, ``n < num_positions``.
+        :return: logits of :math:`p(c_t \mid c_{<t})` for
+            :math:`t = 0, \dots, n`, shape
             ``(batch, n + 1, K)``.
         """
         length = context.shape[1] + 1
