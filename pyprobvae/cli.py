@@ -210,6 +210,8 @@ def _add_train(commands):
     group = p.add_argument_group("run folder")
     group.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
     group.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the run --out holds (trained beside it, swapped in when complete)")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -294,7 +296,7 @@ def _pick(given: dict, cls) -> dict:
 
 
 def _train(args):
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "quiet")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "overwrite", "quiet")}
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
@@ -322,7 +324,9 @@ def _train(args):
         evaluation = EvaluationConfig(**_pick(given, EvaluationConfig))
     stem = os.path.basename(data.dataset).replace(".npz", "").replace("text:", "")
     out = args.out or os.path.join("runs", f"{stem}-{model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    metrics = verbs.train(out, data, model, training, evaluation, args.resume, progress=not args.quiet)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a run and --overwrite replaces it: give one")
+    metrics = verbs.train(out, data, model, training, evaluation, args.resume, args.overwrite, progress=not args.quiet)
     print(json.dumps(_summary(model.model, metrics)))
     print(f"run folder: {os.path.abspath(out)}")
 

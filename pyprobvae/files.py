@@ -7,6 +7,7 @@ file or the new one, never a half-written file.
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 TEMPORARY_PREFIX = ".pyprobvae-"
@@ -38,3 +39,33 @@ def atomic_write(path: str, mode: str = "wb"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_temporary_files(directory: str) -> list:
+    """
+    Remove the temporary files that writes interrupted by a crash left in
+    ``directory`` (those :func:`atomic_write` names), and return their names.
+    Call it where nothing else can be writing there: when a run starts.
+    """
+    if not os.path.isdir(directory):
+        return []
+    left = [name for name in os.listdir(directory) if name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX)]
+    for name in left:
+        os.remove(os.path.join(directory, name))
+    return left
+
+
+def replace_directory(new: str, old: str) -> None:
+    """
+    Put the directory ``new`` in the place of the directory ``old``: ``old`` is
+    moved aside, ``new`` renamed to ``old``'s name, then the old contents
+    deleted. Each rename is atomic; should the process die between the two,
+    the old contents are still whole, beside ``old`` under the suffix
+    ``.pyprobvae-old``.
+    """
+    aside = old.rstrip(os.sep) + ".pyprobvae-old"
+    if os.path.exists(aside):
+        shutil.rmtree(aside)
+    os.replace(old, aside)
+    os.replace(new, old)
+    shutil.rmtree(aside)

@@ -7,7 +7,9 @@ interface (:class:`~pyprobvae.models.base.LatentVariableModel`) and returns
 tensors or numbers; the command line only parses and writes.
 """
 
+import math
 import os
+import shutil
 from typing import Optional, Tuple
 
 import pyro
@@ -16,7 +18,8 @@ import torch
 from .. import plots
 from ..data import load_dataset
 from ..evaluation import EvaluationConfig, load_or_train_classifier, sample_scores
-from ..infer import CheckpointError, PriorTrainConfig, TrainConfig, fit
+from ..files import remove_temporary_files, replace_directory
+from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit
 from ..infer import train_prior as fit_prior
 from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
@@ -32,11 +35,15 @@ def train(
     training: Optional[dict] = None,
     evaluation: Optional[EvaluationConfig] = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
     """
     Train a model into the run folder ``directory``, evaluate it on the test
-    split, and write the metrics and pictures.
+    split, and write the metrics and pictures. A folder that already holds a
+    run is continued (``resume``) or replaced (``overwrite``), never silently
+    replaced: the replacement is trained in a folder beside it and swapped in
+    only when it is complete, so that a crash leaves the old run whole.
 
     :param str directory: the run folder (created if needed).
     :param DataConfig data: the data set.
@@ -48,7 +55,10 @@ def train(
     :param EvaluationConfig evaluation: how to evaluate the result.
     :param bool resume: continue the run's checkpoint (only ``epochs`` may
         differ from the saved settings).
+    :param bool overwrite: replace a run that ``directory`` already holds.
     :param bool progress: show progress.
+    :raises NonFiniteLossError: when training diverges or a reported number
+        is not finite (a replaced run is then kept).
     :return: the metrics written to ``metrics.json``.
     """
     data = data.absolute()
@@ -59,18 +69,62 @@ def train(
     config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
     if resume:
         _check_resumable(directory, config)
+        remove_temporary_files(directory)
+        target = directory
+    else:
+        target = _new_run_folder(directory, overwrite)
+    try:
+        metrics = _train_into(target, config, train_split, test_split, resume, progress)
+    except BaseException:
+        if target != directory:  # the replacement failed: the run it was to replace stays
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if target != directory:
+        replace_directory(target, directory)
+    return metrics
+
+
+def _train_into(target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool) -> dict:
     pyro.set_rng_seed(config.train.seed)
     built = build_model(config.model)
     if not resume:
-        write_config(directory, config)
-    history = fit(built, train_split, test_split, config.train, os.path.join(directory, CHECKPOINT), resume, progress)
-    write_config(directory, config)
-    run = Run(directory, config.train.device)
+        write_config(target, config)
+    history = fit(built, train_split, test_split, config.train, os.path.join(target, CHECKPOINT), resume, progress)
+    write_config(target, config)
+    run = Run(target, config.train.device)
     metrics = evaluate(run)
+    _check_finite(metrics)
     metrics["history"] = history
     write_json(metrics, run.path(METRICS))
     write_pictures(run)
     return metrics
+
+
+def _new_run_folder(directory: str, overwrite: bool) -> str:
+    """Where a new run trains: ``directory`` itself when it holds nothing, else (with ``overwrite``) a folder beside it."""
+    if not os.path.exists(directory):
+        return directory
+    if not os.path.isdir(directory):
+        raise ValueError(f"cannot train into {directory}: it is a file, not a run folder")
+    if not os.listdir(directory):
+        return directory
+    if not overwrite:
+        raise ValueError(
+            f"run folder {directory} already holds a run: continue it with --resume, or replace it with --overwrite"
+        )
+    staging = directory.rstrip(os.sep) + ".pyprobvae-new"
+    if os.path.exists(staging):  # left by a replacement that did not finish
+        shutil.rmtree(staging)
+    return staging
+
+
+def _check_finite(metrics: dict, where: str = "") -> None:
+    """Refuse to finish a run whose evaluation has a non-finite number."""
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            _check_finite(value, f"{where}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise NonFiniteLossError(f"the evaluation's {where}{key} is {value}; the run is not finished")
 
 
 def _check_resumable(directory: str, config: RunConfig) -> None:

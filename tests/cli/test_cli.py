@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -167,3 +168,58 @@ def test_bernoulli_on_grey_digits_without_binarization_is_an_error(tmp_path, cap
     argv = ["train", "--likelihood", "bernoulli", "--binarize", "none", "--epochs", "1", "--out", str(tmp_path / "r"), *SMALL]
     assert main(argv) == 2
     assert "binarize" in capsys.readouterr().err
+
+
+def _tree(directory):
+    """Every file of a folder with its bytes."""
+    found = {}
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, directory)] = f.read()
+    return found
+
+
+def test_an_existing_run_is_never_replaced_silently(tmp_path, capsys, run_dir):
+    out = str(tmp_path / "run")
+    shutil.copytree(run_dir, out)
+    before = _tree(out)
+    argv = ["train", *SMALL, "--epochs", "1", "--out", out]
+    assert main(argv) == 2
+    assert "already holds a run: continue it with --resume, or replace it with --overwrite" in capsys.readouterr().err
+    assert main(argv + ["--resume", "--overwrite"]) == 2
+    assert _tree(out) == before
+    # a replacement that fails (it diverges) leaves the old run whole, and nothing beside it
+    assert main(argv + ["--overwrite", "--lr", "1e30"]) == 1
+    assert "training diverged" in capsys.readouterr().err
+    assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["run"]
+    # one that succeeds replaces it whole
+    assert main(argv + ["--overwrite", "--seed", "5"]) == 0
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["train"]["seed"] == 5
+    assert sorted(os.listdir(tmp_path)) == ["run"]
+    (tmp_path / "file").write_text("x")
+    assert main(["train", *SMALL, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+
+
+def test_resume_removes_the_leftovers_of_interrupted_writes(tmp_path, capsys, run_dir):
+    out = str(tmp_path / "run")
+    shutil.copytree(run_dir, out)
+    leftover = os.path.join(out, ".pyprobvae-abc123.tmp")
+    with open(leftover, "wb") as f:
+        f.write(b"half a checkpoint")
+    with open(os.path.join(out, "config.json")) as f:
+        epochs = json.load(f)["train"]["epochs"]
+    assert main(["train", "--resume", "--epochs", str(epochs + 1), "--quiet", "--out", out]) == 0
+    assert not os.path.exists(leftover)
+
+
+def test_a_run_with_a_non_finite_evaluation_is_not_finished():
+    from pyprobvae.infer import NonFiniteLossError
+    from pyprobvae.runs.verbs import _check_finite
+
+    _check_finite({"test_nll": 90.5, "sample_scores": {"prior": {"frechet_distance": 3.0}}, "kl_per_dim": None})
+    with pytest.raises(NonFiniteLossError, match="the evaluation's sample_scores.prior.frechet_distance is inf"):
+        _check_finite({"test_nll": 90.5, "sample_scores": {"prior": {"frechet_distance": float("inf")}}})

@@ -112,5 +112,7 @@ def test_the_prior_lives_in_the_checkpoint_and_goes_with_retraining(tmp_path, ca
     assert main(train[:-2] + ["--resume", "--epochs", "2", "--out", out]) == 2
     assert "prior over its codes" in capsys.readouterr().err
     assert Run(out).model.code_prior is not None
-    assert main(train) == 0  # a new model: the old prior modelled other codes
+    assert main(train) == 2  # an existing run is never replaced silently
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(train + ["--overwrite"]) == 0  # a new model: the old prior modelled other codes
     assert Run(out).model.code_prior is None
