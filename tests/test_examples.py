@@ -24,7 +24,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 )
 def test_example_runs(script, args, tmp_path):
     if script in ("vae_digits.py", "bimodal_posterior.py", "ae_vae_cvae.py", "cvae_digits.py", "vqvae_digits.py", "vqvae_text.py"):
-        args = [*args, "--out", str(tmp_path)]
+        args = [*args, "--out", str(tmp_path / "out")]  # a folder of its own (the corpus sits beside it)
     if "text:CORPUS" in args:  # a small file keeps the example fast
         corpus = tmp_path / "corpus.txt"
         corpus.write_text("Return the sum of the arguments; raise ValueError for an empty list.\n" * 40)
