@@ -5,16 +5,18 @@ subclass plus its entry in :data:`ESTIMATORS`, as Pyro's
 ``TraceMeanField_ELBO`` is a few lines over ``Trace_ELBO``.
 """
 
+import abc
 from typing import Dict
 
 from .elbo import ELBOTerms, elbo_terms, stratified_elbo_terms
 
 
-class Estimator:
+class Estimator(abc.ABC):
     """An estimator of the :class:`~pyprobvae.infer.elbo.ELBOTerms` of a Pyro model/guide pair on a batch."""
 
+    @abc.abstractmethod
     def __call__(self, model, guide, *args, **kwargs) -> ELBOTerms:
-        raise NotImplementedError
+        """The per-example terms of ``model`` and ``guide`` on the batch in ``args``."""
 
 
 class PathwiseELBO(Estimator):

@@ -24,6 +24,7 @@ The loop is written for ``torch.distributed``: the objective is an
 only host reads are at the log interval.
 """
 
+import abc
 import copy
 import math
 import time
@@ -126,7 +127,7 @@ def make_optimizer(config: LoopConfig, parameters) -> torch.optim.Optimizer:
     return ClippedAdam(parameters, lr=config.lr, clip_norm=config.clip_norm)
 
 
-class Objective:
+class Objective(abc.ABC):
     """
     What a :class:`Trainer` minimizes. A call on a batch returns the scalar
     loss to descend on and a tuple of per-example terms, one per name in
@@ -137,12 +138,13 @@ class Objective:
     terms: Tuple[str, ...] = ()
     """How to name each term in messages, e.g. ``("log-likelihood", "KL")``."""
 
+    @abc.abstractmethod
     def __call__(self, *batch, step: int) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
-        raise NotImplementedError
+        """``(loss, terms)`` of a batch at global step ``step``."""
 
+    @abc.abstractmethod
     def record(self, means: Dict[str, float]) -> dict:
         """The epoch's record from the mean of each term per example."""
-        raise NotImplementedError
 
 
 class Trainer:

@@ -20,6 +20,7 @@ Adding a model is one file (its config dataclass and its class) plus one
 line registering it in :mod:`pyprobvae.models.registry`.
 """
 
+import abc
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Dict, List, NamedTuple, Optional, Tuple
 
@@ -104,7 +105,7 @@ class SamplingPlan(NamedTuple):
     given: dict
 
 
-class LatentVariableModel(nn.Module):
+class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
     r"""
     Base class of the models: a latent-variable model
     :math:`p(x, z) = p(z)\, p(x \mid z)` with an amortized guide
@@ -142,6 +143,7 @@ class LatentVariableModel(nn.Module):
 
     # ---------------------------------------------------------------- Pyro
 
+    @abc.abstractmethod
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         """
         The generative model :math:`p(x, z)` for a batch ``x`` of shape ``(batch,
@@ -152,35 +154,35 @@ class LatentVariableModel(nn.Module):
             as :class:`pyro.infer.SVI` needs; pyprobvae's own loop optimizes
             the module's parameters directly and passes False.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
         r"""The guide :math:`q(z \mid x)` for a batch ``x`` (see :meth:`model`)."""
-        raise NotImplementedError
 
     # --------------------------------------------------------------- verbs
 
     @property
+    @abc.abstractmethod
     def likelihood(self):
         """The :class:`~pyprobvae.likelihoods.Likelihood` ending the decoder."""
-        raise NotImplementedError
 
     @property
     def data_shape(self) -> Tuple[int, ...]:
         return self.likelihood.data_shape
 
+    @abc.abstractmethod
     def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The codes of ``x``: posterior means of a continuous latent, or code indices."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(self, z: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The data that codes ``z`` decode to, shape ``(batch, *data_shape)``."""
-        raise NotImplementedError
 
     def reconstruct(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``decode(encode(x))``, shape ``(batch, *data_shape)``."""
         return self.decode(self.encode(x, y), y)
 
+    @abc.abstractmethod
     def sample(self, num_samples: int, *, temperature: float = 1.0, **given) -> torch.Tensor:
         """
         Decoded draws from the prior, shape ``(num_samples, *data_shape)``.
@@ -192,7 +194,6 @@ class LatentVariableModel(nn.Module):
             ``y``, the data ``fitted_to`` of a fitted code distribution,
             ``top_k``); see :meth:`sampling_plan`.
         """
-        raise NotImplementedError
 
     def interpolate(self, x0, x1, steps: int = 8, method: str = "linear", y0=None, y1=None) -> torch.Tensor:
         """Decoded paths between the codes of ``x0`` and ``x1``, shape ``(batch, steps, *data_shape)``."""
@@ -213,12 +214,12 @@ class LatentVariableModel(nn.Module):
         """The latent dimensions in the order to show them, most informative first."""
         raise ValueError(f"{self.description} has no latent dimensions to traverse")
 
+    @abc.abstractmethod
     def evaluate(
         self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
         analytic_kl: bool = True,
     ) -> dict:
         """Every held-out number of the model on ``x`` (as the model sees it), in nats per example."""
-        raise NotImplementedError
 
     # ------------------------------------------------------ policy for runs
 

@@ -123,7 +123,6 @@ class VQVAE(LatentVariableModel):
             config.codebook_size, config.code_dim, ema=config.ema, decay=config.decay,
             min_usage=config.min_usage, usage_decay=config.usage_decay,
         )
-        self.beta = config.beta
         self.code_prior = None if config.code_prior is None else TransformerPrior(config.code_prior)
 
     @property
@@ -178,7 +177,7 @@ class VQVAE(LatentVariableModel):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Delta(quantized.z_q, event_dim=2))
             pyro.factor("codebook", quantized.codebook_loss, has_rsample=True)
-            pyro.factor("commitment", self.beta * quantized.commitment_loss, has_rsample=True)
+            pyro.factor("commitment", self.config.beta * quantized.commitment_loss, has_rsample=True)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
