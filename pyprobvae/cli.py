@@ -18,21 +18,27 @@ import json
 import os
 import sys
 import time
+import traceback
 import typing
+from typing import Optional, Tuple
+
+import torch
 
 from . import __version__
-from .config import ConfigError, field_docs, field_types, optional_inner
+from .config import SEED, ConfigError, field_docs, field_types, limits, optional_inner, value_problem
 from .data import DataError
 from .evaluation import EvaluationConfig
+from .files import OutputPathError, finish_replacement
 from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
 from .interpolation import INTERPOLATIONS
 from .models import MODELS, ModelConfig
 from .models.ae import CODE_SOURCES
 from .models.registry import DEFAULT_MODEL, inapplicable_reason, model_class, setting_owners
 from .priors import TransformerPriorConfig
+from .resources import ResourceError
 from .runs import verbs
-from .runs.folder import DataConfig, Run, read_config
-from .runs.writers import write_array, write_examples, write_paths, write_reconstructions
+from .runs.folder import CONFIG, DataConfig, Run, read_config
+from .runs.writers import SUFFIXES, check_output, write_array, write_examples, write_paths, write_reconstructions
 
 
 class UsageError(Exception):
@@ -51,40 +57,21 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _describe_range(metadata) -> str:
-    low, above, below = metadata.get("minimum"), metadata.get("above"), metadata.get("below")
-    if low is not None and below is not None:
-        return f"must be in [{low:g}, {below:g})"
-    if above is not None and below is not None:
-        return f"must be in ({above:g}, {below:g})"
-    if low == 1:
-        return "must be a positive integer"
-    if low is not None:
-        return f"must be >= {low:g}"
-    if above is not None:
-        return f"must be > {above:g}"
-    return ""
-
-
-def _in_range(value, metadata) -> bool:
-    low, above, below = metadata.get("minimum"), metadata.get("above"), metadata.get("below")
-    return (low is None or value >= low) and (above is None or value > above) and (below is None or value < below)
-
-
 def _parser_of(annotation, metadata):
-    """The argparse ``type`` of a setting: text -> value, checked as the setting's limits say."""
+    """
+    The argparse ``type`` of a value: text -> value of the annotation's type,
+    checked against its :func:`~pyprobvae.config.limits` by
+    :func:`~pyprobvae.config.value_problem`, as the config checks a setting.
+    """
     inner, optional = optional_inner(annotation)
-    choices = metadata.get("choices")
 
-    def scalar(text, kind):
+    def number(text, kind):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
         if kind is float and value != value:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-        if not _in_range(value, metadata):
-            raise argparse.ArgumentTypeError(f"{_describe_range(metadata)}, got {text}")
         return value
 
     def parse(text):
@@ -92,18 +79,17 @@ def _parser_of(annotation, metadata):
             return None
         if typing.get_origin(inner) is tuple:
             try:
-                values = tuple(int(part) for part in text.split(","))
+                value = tuple(int(part) for part in text.split(","))
             except ValueError:
                 raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 400 or 512,256, got {text!r}") from None
-            if not all(_in_range(v, metadata) for v in values):
-                raise argparse.ArgumentTypeError(f"each {_describe_range(metadata).replace('must be a', 'must be a')}, got {text!r}")
-            return values
-        if inner in (int, float):
-            return scalar(text, inner)
-        if choices is not None and text not in choices:
-            options = ", ".join(map(str, choices)) + (", none" if optional else "")
-            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {options})")
-        return text
+        elif inner in (int, float):
+            value = number(text, inner)
+        else:
+            value = text
+        problem = value_problem(value, metadata)
+        if problem:
+            raise argparse.ArgumentTypeError(problem + (" (or none)" if optional and problem.startswith("unknown") else ""))
+        return value
 
     return parse
 
@@ -152,45 +138,31 @@ def _default(function, name):
     return inspect.signature(function).parameters[name].default
 
 
-def _verb_option(parser, flag, function, parameter, help_text, **kwargs):
+def _option(parser, flag, help_text, kind=str, dest=None, default=None, **value_limits):
+    """
+    A verb's option whose text is parsed as ``kind`` (a type annotation such
+    as ``int``, ``Optional[int]`` or ``Tuple[int, ...]``) and checked against
+    its :func:`~pyprobvae.config.limits`, exactly as settings are.
+    """
+    metadata = limits(**value_limits)
+    metavar = "{" + ",".join(metadata["choices"]) + "}" if metadata["choices"] else (dest or flag[2:]).upper().replace("-", "_")
+    parser.add_argument(flag, dest=dest, type=_parser_of(kind, metadata), default=default, metavar=metavar, help=help_text)
+
+
+def _verb_option(parser, flag, function, parameter, help_text, kind=str, **value_limits):
+    """An :func:`_option` whose default is the verb's (shown in the help, left to the verb)."""
     default = _default(function, parameter)
-    shown = "" if default is inspect.Parameter.empty else f" (default: {_show_default(default)})"
-    parser.add_argument(flag, dest=parameter, default=argparse.SUPPRESS, help=help_text + shown, **kwargs)
+    _option(parser, flag, f"{help_text} (default: {_show_default(default)})", kind, parameter, argparse.SUPPRESS, **value_limits)
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _device_option(parser):
+    parser.add_argument("--device", default="cpu", help="where to compute: cpu, cuda, cuda:N (default: cpu)")
 
 
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = _non_negative_float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _class_pair(text):
-    try:
-        a, b = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two classes A,B, got {text!r}") from None
-    return a, b
+MAX_EXAMPLES = 100_000
+"""The most examples a verb draws, decodes or reconstructs at once."""
+MAX_STEPS = 10_000
+"""The most points of one path or traversal."""
 
 
 # ------------------------------------------------------------------- parser
@@ -219,7 +191,7 @@ def _add_run_commands(commands):
     p = commands.add_parser("evaluate", help="print held-out metrics of a run as JSON")
     p.add_argument("run")
     _add_config_options(p, [EvaluationConfig])
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
 
     p = commands.add_parser("train-prior", help="runs with discrete codes (VQ-VAE): fit a transformer prior to the run's codes (stage 2)")
     p.add_argument("run")
@@ -229,54 +201,53 @@ def _add_run_commands(commands):
 
     p = commands.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
-    p.add_argument("--n", type=_positive_int, default=64, help="how many (default: 64)")
+    _option(p, "--n", "how many (default: 64)", int, default=64, minimum=1, maximum=MAX_EXAMPLES)
     _verb_option(p, "--temperature", verbs.sample, "temperature", "scale of the codes' deviation from the prior mean (0 decodes the mean)",
-                 type=_non_negative_float)
-    p.add_argument("--label", type=int,
-                   help="conditional runs only: the class to sample (default: every class, one row each, --n rounded up "
-                        "to a multiple of the number of classes)")
-    p.add_argument("--codes", choices=CODE_SOURCES,
-                   help="autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
-                        "fitted to the training codes (fitted)")
-    p.add_argument("--top-k", type=_positive_int, help="runs with discrete codes and a trained prior: draw each code from the K most likely only")
+                 float, minimum=0, maximum=100)
+    _option(p, "--label", "conditional runs only: the class to sample (default: every class, one row each, --n rounded up "
+            "to a multiple of the number of classes)", int, minimum=0, maximum=MAX_EXAMPLES)
+    _option(p, "--codes", "autoencoder runs only: draw codes from N(0, I) (standard, default) or from a Gaussian "
+            "fitted to the training codes (fitted)", choices=CODE_SOURCES)
+    _option(p, "--top-k", "runs with discrete codes and a trained prior: draw each code from the K most likely only",
+            int, minimum=1, maximum=65536)
     p.add_argument("--out", required=True, help="FILE.png (grid), FILE.txt (text runs) or FILE.npy (array: values in [0, 1], or token ids)")
-    _verb_option(p, "--seed", verbs.sample, "seed", "seed of the draws", type=int)
-    p.add_argument("--device", default="cpu")
+    _verb_option(p, "--seed", verbs.sample, "seed", "seed of the draws", int, **SEED)
+    _device_option(p)
 
     p = commands.add_parser("reconstruct", help="reconstruct the first N test examples")
     p.add_argument("run")
-    p.add_argument("--n", type=_positive_int, default=32, help="how many (default: 32)")
+    _option(p, "--n", "how many (default: 32)", int, default=32, minimum=1, maximum=MAX_EXAMPLES)
     p.add_argument("--out", required=True,
                    help="FILE.png (inputs above reconstructions), FILE.txt (text runs: each input, then its "
                         "reconstruction) or FILE.npy")
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
 
     p = commands.add_parser("interpolate", help="decode paths between the codes of test examples")
     p.add_argument("run")
-    _verb_option(p, "--pairs", verbs.interpolate, "pairs", "number of paths", type=_positive_int)
-    _verb_option(p, "--steps", verbs.interpolate, "steps", "points per path, endpoints included", type=int)
+    _verb_option(p, "--pairs", verbs.interpolate, "pairs", "number of paths", int, minimum=1, maximum=MAX_EXAMPLES)
+    _verb_option(p, "--steps", verbs.interpolate, "steps", "points per path, endpoints included", int, minimum=2, maximum=MAX_STEPS)
     _verb_option(p, "--method", verbs.interpolate, "method", "how to move between the codes", choices=INTERPOLATIONS)
-    p.add_argument("--classes", type=_class_pair,
-                   help="conditional runs only: A,B moves the label from class A to class B with the style held, one row "
-                        "per --pairs style, instead of interpolating between test examples")
-    _verb_option(p, "--seed", verbs.interpolate, "seed", "which test examples are paired", type=int)
+    _option(p, "--classes", "conditional runs only: A,B moves the label from class A to class B with the style held, one row "
+            "per --pairs style, instead of interpolating between test examples", Tuple[int, ...], minimum=0, maximum=MAX_EXAMPLES)
+    _verb_option(p, "--seed", verbs.interpolate, "seed", "which test examples are paired", int, **SEED)
     p.add_argument("--out", required=True, help="FILE.png (one row per path) or FILE.npy (pairs, steps, *data_shape)")
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
 
     p = commands.add_parser("traverse", help="sweep each latent dimension of one test example's code")
     p.add_argument("run")
-    _verb_option(p, "--index", verbs.traverse, "index", "which test example", type=int)
-    _verb_option(p, "--dims", verbs.traverse, "num_dims", "how many dimensions, most informative first (none: all)", type=_positive_int)
-    _verb_option(p, "--steps", verbs.traverse, "steps", "values per dimension", type=_positive_int)
-    _verb_option(p, "--span", verbs.traverse, "span", "sweep z_d over [-span, span]", type=_positive_float)
+    _verb_option(p, "--index", verbs.traverse, "index", "which test example", int, minimum=0, maximum=2**31 - 1)
+    _verb_option(p, "--dims", verbs.traverse, "num_dims", "how many dimensions, most informative first (none: all)",
+                 Optional[int], minimum=1, maximum=4096)
+    _verb_option(p, "--steps", verbs.traverse, "steps", "values per dimension", int, minimum=1, maximum=MAX_STEPS)
+    _verb_option(p, "--span", verbs.traverse, "span", "sweep z_d over [-span, span]", float, above=0, maximum=100)
     p.add_argument("--out", required=True, help="FILE.png (one row per dimension) or FILE.npy (dims, steps, *data_shape)")
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
 
     p = commands.add_parser("encode", help="write the codes of a split")
     p.add_argument("run")
     _verb_option(p, "--split", verbs.encode, "split", "which split", choices=("train", "test"))
     p.add_argument("--out", required=True, help="FILE.npy, shape (N, latent_dim); code indices (N, positions) for discrete codes")
-    p.add_argument("--device", default="cpu")
+    _device_option(p)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -285,6 +256,9 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(commands)
     _add_run_commands(commands)
+    for command in (parser, *commands.choices.values()):
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error instead of one line")
     return parser
 
 
@@ -300,8 +274,11 @@ def _train(args):
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
+        finish_replacement(args.out)
         if not os.path.isdir(args.out):
             raise CheckpointError(f"nothing to resume: run folder {args.out} does not exist")
+        if not os.path.isfile(os.path.join(args.out, CONFIG)):
+            raise CheckpointError(f"nothing to resume: run folder {args.out} holds no run (no {CONFIG})")
         saved = read_config(args.out)
         data = saved.data.replace(**_pick(given, DataConfig))
         model = saved.model
@@ -354,8 +331,15 @@ def _verb_arguments(args, *names):
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
-def _sample(args):
+def _run_writing(args, allowed=SUFFIXES) -> Run:
+    """The run a verb reads, after its ``--out`` is found writable for what the verb writes."""
     run = Run(args.run, args.device)
+    check_output(args.out, allowed, run.vocabulary)
+    return run
+
+
+def _sample(args):
+    run = _run_writing(args)
     plan = verbs.sampling_plan(run, args.n, label=args.label, codes=args.codes, top_k=args.top_k)
     note = run.model.sampling_note()
     if note:
@@ -369,13 +353,15 @@ def _sample(args):
 
 
 def _reconstruct(args):
-    run = Run(args.run, args.device)
+    run = _run_writing(args)
     print(write_reconstructions(*verbs.reconstruct(run, args.n), args.out, run.vocabulary))
 
 
 def _interpolate(args):
-    run = Run(args.run, args.device)
+    run = _run_writing(args, (".png", ".npy"))
     if args.classes is not None:
+        if len(args.classes) != 2:
+            raise UsageError(f"--classes takes two classes A,B, got {','.join(map(str, args.classes))}")
         arguments = _verb_arguments(args, "steps", "seed")
         if hasattr(args, "pairs"):
             arguments["paths"] = args.pairs
@@ -388,15 +374,13 @@ def _interpolate(args):
 
 
 def _traverse(args):
-    run = Run(args.run, args.device)
+    run = _run_writing(args, (".png", ".npy"))
     strips = verbs.traverse(run, **_verb_arguments(args, "index", "num_dims", "steps", "span"))
     print(write_paths(strips, args.out, title="latent traversals, most informative dimension first"))
 
 
 def _encode(args):
-    run = Run(args.run, args.device)
-    if not args.out.lower().endswith(".npy"):
-        raise UsageError(f"encode writes an array: --out must end in .npy, got {args.out!r}")
+    run = _run_writing(args, (".npy",))
     print(write_array(verbs.encode(run, **_verb_arguments(args, "split")), args.out))
 
 
@@ -412,17 +396,63 @@ COMMANDS = {
 }
 
 
+USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, ResourceError, OutputPathError)
+"""What the user can mend: reported in one line, exit status 2."""
+
+def _raised_here(error: BaseException) -> bool:
+    """Whether ``error`` was raised by pyprobvae's own code (a check), not inside a library it calls."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in str(error) or "out of memory" in str(error))
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv=None) -> int:
-    """Entry point of the ``pyprobvae`` command; returns the exit status."""
+    """
+    Entry point of the ``pyprobvae`` command; returns the exit status: 0
+    done, 1 training diverged, 2 what was asked for cannot be done (a bad
+    option, file, run folder, device or path, or too little memory; one
+    line on stderr saying which), 3 a bug in pyprobvae (one line asking for a
+    report; ``--debug`` shows the traceback). Interrupted: 130.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     try:
         args = make_parser().parse_args(argv)
         COMMANDS[args.command](args)
-    except (UsageError, ConfigError, ValueError, DataError, CheckpointError) as e:
-        print(f"pyprobvae: error: {e}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as e:
         print(f"pyprobvae: training diverged: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("pyprobvae: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if isinstance(e, USER_ERRORS) or (isinstance(e, ValueError) and _raised_here(e)):
+            message = _first_line(e)
+        elif isinstance(e, OSError):
+            message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e)
+        elif _out_of_memory(e):
+            message = f"out of memory ({_first_line(e)}); ask for less: smaller sizes, --batch-size or --n"
+        else:
+            if debug:
+                raise
+            print(f"pyprobvae: internal error: {type(e).__name__}: {_first_line(e)}. This is a bug in pyprobvae "
+                  f"{__version__}: please report it with the command line (--debug shows the traceback)",
+                  file=sys.stderr)
+            return 3
+        if debug:
+            raise
+        print(f"pyprobvae: error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -31,34 +31,51 @@ class ConfigError(ValueError):
     """A setting that does not exist or whose value is not allowed."""
 
 
-def setting(
-    default: Any,
+def limits(
     *,
     choices: Optional[Tuple] = None,
     minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
     above: Optional[float] = None,
     below: Optional[float] = None,
-    aliases: Tuple[str, ...] = (),
-    derived: bool = False,
     what: Optional[str] = None,
-):
+) -> dict:
+    """
+    The limits of a value, as :func:`check_value` applies them (to a setting,
+    or to an option of a command-line verb).
+
+    :param choices: the allowed values, for names of registered things.
+    :param minimum: the smallest allowed value (inclusive).
+    :param maximum: the largest allowed value (inclusive): every size and
+        count has one, so that an absurd value is refused by name before
+        anything is allocated.
+    :param above: the value must be strictly greater than this.
+    :param below: the value must be strictly less than this.
+    :param what: how error messages name a value (default: its name), e.g.
+        ``"binarization"``.
+    """
+    return dict(choices=choices, minimum=minimum, maximum=maximum, above=above, below=below, what=what)
+
+
+def setting(default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = False, **value_limits):
     """
     A dataclass field with the checks :class:`Config` applies to its value.
 
     :param default: the default value (immutable: numbers, strings, tuples, None).
-    :param choices: the allowed values, for names of registered things.
-    :param minimum: the smallest allowed value (inclusive).
-    :param above: the value must be strictly greater than this.
-    :param below: the value must be strictly less than this.
     :param aliases: other command-line spellings of the option (kept for
         command lines written for earlier versions), e.g. ``("--guide",)``.
     :param bool derived: taken from the data set (shapes, class counts), not
         chosen by the user: no command-line option.
-    :param what: how error messages name a value of the setting (default:
-        the setting's name), e.g. ``"binarization"``.
+    :param value_limits: the value's :func:`limits`.
     """
-    metadata = dict(choices=choices, minimum=minimum, above=above, below=below, aliases=aliases, derived=derived, what=what)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=dict(limits(**value_limits), aliases=aliases, derived=derived))
+
+
+SEED = limits(minimum=0, maximum=2**32 - 1)
+"""The limits of every seed: what :func:`pyro.set_rng_seed` (which seeds numpy too) accepts."""
+
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
 
 
 @functools.lru_cache(maxsize=None)
@@ -141,23 +158,75 @@ def _convert(name: str, annotation, value):
     return value
 
 
-def _check_value(name: str, value, metadata) -> None:
-    values = value if isinstance(value, tuple) else (value,)
-    for v in values:
+def check_value(name: str, value, metadata: dict) -> None:
+    """
+    Check a value (or each value of a tuple) against its :func:`limits`
+    (:func:`value_problem`).
+
+    :raises ConfigError: naming ``name`` and what is wrong.
+    """
+    problem = value_problem(value, metadata, name)
+    if problem:
+        raise ConfigError(problem)
+
+
+def value_problem(value, metadata: dict, name: Optional[str] = None) -> Optional[str]:
+    """
+    What is wrong with a value (or a tuple of values) by its :func:`limits`,
+    or None. Every number must also be usable in float32 arithmetic: finite,
+    at most about 3.4e38 in size and, unless zero, at least about 1.2e-38
+    (so that it neither overflows nor silently becomes 0 on the device).
+
+    :param name: the value's name, to begin the message with (None: the
+        message begins with "must").
+    """
+    prefix = "" if name is None else f"{name} "
+    for v in value if isinstance(value, tuple) else (value,):
         if v is None or not isinstance(v, (numbers.Real, str)) or isinstance(v, bool):
             continue
         if metadata.get("choices") is not None and v not in metadata["choices"]:
-            raise ConfigError(f"unknown {metadata.get('what') or name} {v!r}; choose one of {', '.join(map(str, metadata['choices']))}")
+            return f"unknown {metadata.get('what') or name or 'value'} {v!r}; choose one of {', '.join(map(str, metadata['choices']))}"
         if isinstance(v, str):
             continue
-        if isinstance(v, float) and math.isnan(v):
-            raise ConfigError(f"{name} must be a number, got nan")
-        if metadata.get("minimum") is not None and not v >= metadata["minimum"]:
-            raise ConfigError(f"{name} must be >= {metadata['minimum']}, got {v}")
-        if metadata.get("above") is not None and not v > metadata["above"]:
-            raise ConfigError(f"{name} must be > {metadata['above']}, got {v}")
-        if metadata.get("below") is not None and not v < metadata["below"]:
-            raise ConfigError(f"{name} must be < {metadata['below']}, got {v}")
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{prefix}must be a finite number, got {v}"
+        if not within(v, metadata):
+            return f"{prefix}{describe_limits(metadata)}, got {v}"
+        if isinstance(v, float) and v != 0 and not FLOAT32_TINY <= abs(v) <= FLOAT32_MAX:
+            return f"{prefix}must be between {FLOAT32_TINY:.2g} and {FLOAT32_MAX:.2g} in size (float32), got {v}"
+    return None
+
+
+def within(value, metadata: dict) -> bool:
+    """Whether a number lies within its :func:`limits`."""
+    low, high, above, below = (metadata.get(k) for k in ("minimum", "maximum", "above", "below"))
+    return (
+        (low is None or value >= low) and (high is None or value <= high)
+        and (above is None or value > above) and (below is None or value < below)
+    )
+
+
+def describe_limits(metadata: dict) -> str:
+    """The numeric :func:`limits` in words, e.g. ``"must be in [1, 4096]"``."""
+    low, high, above, below = (_show(metadata.get(k)) for k in ("minimum", "maximum", "above", "below"))
+    left = f"[{low}" if low is not None else f"({above}" if above is not None else None
+    right = f"{high}]" if high is not None else f"{below})" if below is not None else None
+    if left and right:
+        return f"must be in {left}, {right}"
+    if low is not None:
+        return f"must be >= {low}"
+    if above is not None:
+        return f"must be > {above}"
+    if high is not None:
+        return f"must be <= {high}"
+    return f"must be < {below}"
+
+
+def _show(bound) -> Optional[str]:
+    """A limit as written: integers exactly, other numbers in ``%g`` form."""
+    if bound is None or isinstance(bound, int):
+        return None if bound is None else str(bound)
+    return f"{bound:g}"
 
 
 @dataclasses.dataclass
@@ -174,7 +243,7 @@ class Config:
         types = field_types(type(self))
         for f in dataclasses.fields(self):
             value = _convert(f.name, types[f.name], getattr(self, f.name))
-            _check_value(f.name, value, f.metadata)
+            check_value(f.name, value, f.metadata)
             object.__setattr__(self, f.name, value)
         self.check()
 

@@ -29,6 +29,10 @@ DATASETS = ("digits", "mnist", "fashion-mnist")
 _TEXT_PREFIX = "text:"
 
 
+MIN_SPLIT_SIZE = 2
+"""The fewest examples a split may have: statistics over a split (a covariance, a PCA) need two."""
+
+
 def load_dataset(
     name: str, split: str = "train", data_dir: Optional[str] = None
 ) -> Dataset:
@@ -47,6 +51,14 @@ def load_dataset(
     """
     name = os.fspath(name)
     check_split(split)
+    dataset = _load(name, split, data_dir)
+    if len(dataset) < MIN_SPLIT_SIZE:
+        raise DataError(f"{name}: the {split} split has {len(dataset)} example(s); each split needs at least "
+                        f"{MIN_SPLIT_SIZE} (a single array is split 80/20: give it at least 6 examples)")
+    return dataset
+
+
+def _load(name, split, data_dir):
     if name == "digits":
         return load_digits(split)
     if name in ("mnist", "fashion-mnist"):
@@ -61,8 +73,6 @@ def load_dataset(
         "a path ending in '.npz', 'text' (the built-in corpus) or "
         "'text:PATH' (a UTF-8 text file)"
     )
-
-
 
 
 __all__ = [

@@ -17,6 +17,9 @@ SPLITS = ("train", "test")
 # Seed of the permutation that splits data sets without a predefined split.
 SPLIT_SEED = 0
 
+MAX_CLASSES = 100_000
+"""Labels are class numbers below this (a model holds one row of weights per class)."""
+
 
 class DataError(ValueError):
     """
@@ -150,10 +153,10 @@ def from_arrays(x, y=None, name: str = "arrays") -> Dataset:
 
 def _from_arrays(x, y, name, x_what, y_what):
     x = _as_numpy(x)
-    if x.ndim < 2 or len(x) == 0:
+    if x.ndim < 2 or len(x) == 0 or 0 in x.shape[1:]:
         raise DataError(
-            f"{x_what} has shape {x.shape}; expected at least one example and "
-            "shape (N, D), (N, H, W) or (N, C, H, W)"
+            f"{x_what} has shape {x.shape}; expected at least one example with at least one "
+            "feature, of shape (N, D), (N, H, W) or (N, C, H, W)"
         )
     values, num_levels = _scale(x, x_what)
     if x.ndim == 3:
@@ -216,6 +219,8 @@ def _labels(y, n, what):
         )
     if y.min() < 0:
         raise DataError(f"{what} has negative labels (min {y.min()}); labels must be >= 0")
+    if y.max() >= MAX_CLASSES:
+        raise DataError(f"{what} has labels up to {y.max()}; labels must be class numbers below {MAX_CLASSES}")
     return torch.from_numpy(y.astype(np.int64)), int(y.max()) + 1
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..resources import ResourceError, check_fits
 from .dataset import SPLITS, DataError, Dataset, _from_arrays, _subset, check_split, fixed_split_indices
 
 _IDX_CODE_TO_DTYPE = {
@@ -251,6 +252,8 @@ def load_npz(path: str, split: str) -> Dataset:
     """
     check_split(split)
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"npz file {path!r} is a directory")
     if not os.path.isfile(path):
         raise DataError(f"npz file {path!r} does not exist")
     arrays = _read_npz(path)
@@ -306,10 +309,49 @@ def _npz_dataset(arrays, path, x_keys, y_keys):
 
 
 def _read_npz(path):
+    """
+    The arrays of an ``.npz`` archive, each member's header read and checked
+    before its data: a member that is not an ``.npy`` array, holds Python
+    objects (never unpickled), declares more data than it holds, or would
+    not fit in memory is refused by name before anything is allocated.
+    """
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read npz file {path!r}: {e}") from e
+        archive = zipfile.ZipFile(path)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path!r} is not an npz archive (a zip file of .npy arrays): {e}") from e
+    arrays = {}
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            if not info.filename.endswith(".npy"):
+                raise DataError(f"{path!r}: member {info.filename!r} is not an array (.npy)")
+            key = info.filename[: -len(".npy")]
+            try:
+                with archive.open(info) as f:
+                    shape, dtype, header_size = _npy_header(f)
+                    what = f"{path!r} array {key!r} of shape {shape} ({dtype})"
+                    if dtype.hasobject:
+                        raise DataError(f"{what} holds Python objects, which pyprobvae does not load: save numbers")
+                    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if nbytes > info.file_size - header_size:
+                        raise DataError(f"{what} is truncated or damaged: it declares {nbytes} bytes of data "
+                                        f"but holds {info.file_size - header_size}")
+                check_fits(nbytes, f"loading {what}")
+                with archive.open(info) as f:
+                    arrays[key] = np.lib.format.read_array(f, allow_pickle=False)
+            except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, struct.error) as e:
+                if isinstance(e, (DataError, ResourceError)):
+                    raise
+                raise DataError(f"cannot read array {key!r} of {path!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    return arrays
 
 
+def _npy_header(f):
+    """``(shape, dtype, header size in bytes)`` of the ``.npy`` file open in ``f``, which is left at its data."""
+    version = np.lib.format.read_magic(f)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise DataError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    shape, _, dtype = readers[version](f)
+    return shape, dtype, f.tell()

@@ -188,6 +188,8 @@ def read_text_file(path: str) -> str:
     :rtype: str
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise DataError(f"text file {path!r} is a directory")
     if not os.path.isfile(path):
         raise DataError(f"text file {path!r} does not exist")
     try:

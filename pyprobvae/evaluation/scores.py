@@ -27,7 +27,7 @@ from torch import nn
 
 from ..config import setting
 from ..data import Dataset
-from ..infer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..infer.checkpoint import CheckpointError, check_schema, check_weights, load_checkpoint, save_checkpoint
 from ..infer.loop import LoopConfig, Objective, RandomState, Trainer
 from ..networks import MLP
 
@@ -74,7 +74,7 @@ class SampleClassifier(nn.Module):
 class ClassifierConfig(LoopConfig):
     """Settings of :func:`train_classifier`: the loop's, with their own defaults."""
 
-    epochs: int = setting(20, minimum=1)
+    epochs: int = setting(20, minimum=1, maximum=100_000)
     """Passes over the training split."""
 
 
@@ -154,17 +154,23 @@ def load_or_train_classifier(path: str, train: Dataset, **kwargs) -> SampleClass
     return classifier
 
 
+CLASSIFIER_CHECKPOINT = {"data_shape": list, "num_classes": int, "hidden": list, "state_dict": dict}
+"""The entries of a sample classifier's checkpoint beside its ``kind``."""
+
+
 def _load_cached(path, device):
-    try:
-        state = load_checkpoint(path, map_location=device)
-    except CheckpointError:
-        if not os.path.exists(path):
-            return None
-        raise
-    if state.get("kind") != CHECKPOINT_KIND:
+    if not os.path.exists(path):
+        return None
+    state = load_checkpoint(path, map_location=device, schema={"kind": str})
+    if state["kind"] != CHECKPOINT_KIND:
         raise CheckpointError(f"{path} is a pyprobvae checkpoint but not of a sample classifier; refusing to overwrite it")
-    classifier = SampleClassifier(state["data_shape"], state["num_classes"], state["hidden"]).to(device)
-    classifier.load_state_dict(state["state_dict"])
+    check_schema(state, CLASSIFIER_CHECKPOINT, path)
+    check_weights(state["state_dict"], path)
+    try:
+        classifier = SampleClassifier(state["data_shape"], state["num_classes"], state["hidden"]).to(device)
+        classifier.load_state_dict(state["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} does not hold a classifier this version can build ({str(e).splitlines()[0]})") from e
     return classifier.eval()
 
 

@@ -37,8 +37,10 @@ from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Config, setting
+from ..config import SEED, Config, setting
 from ..data import iterate_minibatches
+from ..resources import resolve_device
+from .checkpoint import CheckpointError
 
 OPTIMIZERS = ("adam", "clipped-adam")
 
@@ -47,37 +49,23 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """
-    :param str name: a torch device name.
-    :raises ValueError: for an unknown device or CUDA without a GPU.
-    """
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested, but CUDA is not available on this machine")
-    return device
-
-
 @dataclass
 class LoopConfig(Config):
     """Settings of the training loop, shared by everything it trains."""
 
-    epochs: int = setting(100, minimum=1)
+    epochs: int = setting(100, minimum=1, maximum=100_000)
     """Passes over the training data."""
-    batch_size: int = setting(128, minimum=1)
+    batch_size: int = setting(128, minimum=1, maximum=2**24)
     """Examples per step."""
-    lr: float = setting(1e-3, above=0)
-    """Learning rate."""
+    lr: float = setting(1e-3, above=0, maximum=10.0)
+    """Learning rate (Adam moves each parameter by about this much per step, so more than 10 cannot train)."""
     optimizer: str = setting("adam", choices=OPTIMIZERS)
     """adam (torch.optim.Adam) or clipped-adam (Pyro's ClippedAdam, which clips each gradient element to [-clip_norm, clip_norm])."""
     clip_norm: float = setting(10.0, above=0)
     """The clipping bound of clipped-adam."""
-    log_every: int = setting(50, minimum=1)
+    log_every: int = setting(50, minimum=1, maximum=10**6)
     """Steps between reads of the running loss from the device (the progress bar and the check that every term is finite)."""
-    seed: int = 0
+    seed: int = setting(0, **SEED)
     """Seeds the initialization, the shuffling and every random draw of training."""
     device: str = "cpu"
     """cpu, cuda, cuda:1, ..."""
@@ -112,6 +100,18 @@ class RandomState:
         return state
 
     def restore(self, state: dict) -> None:
+        """
+        Continue the draws saved by :meth:`state`.
+
+        :raises CheckpointError: when ``state`` lacks a stream or holds one
+            of another size or type (a damaged checkpoint).
+        """
+        for name, current in self.state().items():
+            saved = state.get(name) if isinstance(state, dict) else None
+            if name == "cuda":
+                continue
+            if not isinstance(saved, torch.Tensor) or saved.dtype != current.dtype or saved.shape != current.shape:
+                raise CheckpointError(f"the checkpoint's random state {name!r} is missing or damaged")
         torch.set_rng_state(state["torch"])
         self.shuffle.set_state(state["shuffle"])
         for name, generator in self.streams.items():

@@ -22,9 +22,9 @@ EVAL_BATCH_SIZE = 1000
 class PriorTrainConfig(LoopConfig):
     """Settings of :func:`train_prior`: the loop's, with their own defaults."""
 
-    epochs: int = setting(50, minimum=1)
+    epochs: int = setting(50, minimum=1, maximum=100_000)
     """Passes over the training codes."""
-    batch_size: int = setting(32, minimum=1)
+    batch_size: int = setting(32, minimum=1, maximum=2**24)
     """Code sequences per step (small: the code sets of small data sets need many steps)."""
     validation_share: float = setting(0.1, above=0, below=1)
     """Share of the training codes held out to choose the epoch whose parameters the prior keeps."""

@@ -20,10 +20,11 @@ from torch import nn
 
 from ..config import setting
 from ..data import Dataset, binarize, iterate_minibatches
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_weights, load_checkpoint, save_checkpoint
 from .elbo import ELBOTerms
 from .estimators import ESTIMATORS, Estimator, PathwiseELBO, make_estimator
-from .loop import LoopConfig, Objective, RandomState, Trainer, resolve_device
+from ..resources import resolve_device
+from .loop import LoopConfig, Objective, RandomState, Trainer
 
 BINARIZATIONS = ("threshold", "dynamic")
 
@@ -39,7 +40,7 @@ class TrainConfig(LoopConfig):
     (:class:`~pyprobvae.infer.loop.LoopConfig`) and those of the ELBO.
     """
 
-    kl_warmup_epochs: int = setting(0, minimum=0)
+    kl_warmup_epochs: int = setting(0, minimum=0, maximum=100_000)
     """Anneal the KL weight linearly from ~0 to 1 over this many epochs (Bowman et al. 2016; Sonderby et al. 2016); 0 trains the plain ELBO throughout. The reported ELBO is always the true one."""
     binarize: Optional[str] = setting(None, choices=BINARIZATIONS, what="binarization")
     """Binarize pixels for the bernoulli likelihood: threshold (at 0.5, once), dynamic (a fresh Bernoulli draw of each training batch; held-out data is binarized once with a fixed seed) or none. The train command picks dynamic for a bernoulli likelihood on non-binary images unless told."""
@@ -172,17 +173,30 @@ def _training_data(model, train_x, config):
     return train_x
 
 
+TRAINING_CHECKPOINT = {
+    "model_config": dict, "model": dict, "optimizer": dict, "train_config": dict, "epoch": int, "history": list, "rng": dict,
+}
+"""The entries of the checkpoint that :func:`fit` writes after every epoch (and a run folder's ``checkpoint.pt`` holds)."""
+
+
 def _resume(model, optimizer, random, config, checkpoint):
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    saved_model = state.get("model_config")
+    state = load_checkpoint(checkpoint, map_location="cpu", schema=TRAINING_CHECKPOINT)
+    saved_model = state["model_config"]
     if saved_model != model.config.to_dict():
         raise CheckpointError(f"checkpoint {checkpoint} holds a different architecture: {saved_model} != {model.config.to_dict()}")
-    saved = TrainConfig.from_dict(state["train_config"])
+    try:
+        saved = TrainConfig.from_dict(state["train_config"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {checkpoint} has damaged training settings ({e})") from e
     changed = [f.name for f in fields(TrainConfig) if f.name != "epochs" and getattr(saved, f.name) != getattr(config, f.name)]
     if changed:
         raise CheckpointError(f"cannot resume {checkpoint} with different settings: {', '.join(changed)} changed (only epochs may)")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    check_weights(state["model"], checkpoint)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {checkpoint} holds weights or an optimizer state that do not fit the model ({str(e).splitlines()[0]})") from e
     random.restore(state["rng"])
     return state["epoch"], state["history"]
 

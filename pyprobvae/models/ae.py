@@ -28,7 +28,7 @@ class AEConfig(ModelConfig):
     """The architecture of an :class:`Autoencoder`: the VAE's MLP networks around a code z."""
 
     model: str = setting("ae", choices=("ae",))
-    latent_dim: int = setting(8, minimum=1)
+    latent_dim: int = setting(8, minimum=1, maximum=4096)
     """Dimension of the code z."""
 
 

@@ -48,7 +48,7 @@ class ModelConfig(Config):
     """Scale of the gaussian likelihood (its initial value with learn_scale)."""
     learn_scale: bool = False
     """Learn the gaussian likelihood's scale."""
-    hidden: Tuple[int, ...] = setting((256,), minimum=1)
+    hidden: Tuple[int, ...] = setting((256,), minimum=1, maximum=65536)
     """Hidden widths of the MLP networks, e.g. 400 or 512,256 (the decoder reverses them)."""
 
     def for_data(self, dataset) -> "ModelConfig":

@@ -101,7 +101,7 @@ def model_config(model: str = DEFAULT_MODEL, **settings) -> ModelConfig:
 
 def config_from_dict(data: dict) -> ModelConfig:
     """Rebuild a model's config from the dict a checkpoint stores (``asdict(config)``)."""
-    if not isinstance(data, dict) or "model" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         raise ConfigError(f"a model config must be a dict with a 'model' entry, got {data!r}")
     return model_class(data["model"]).Config.from_dict(data)
 

@@ -35,15 +35,15 @@ class VAEConfig(ModelConfig):
     """The architecture of a :class:`VAE`: MLP encoder and decoder around a latent z."""
 
     model: str = setting("vae", choices=("vae",))
-    latent_dim: int = setting(8, minimum=1)
+    latent_dim: int = setting(8, minimum=1, maximum=4096)
     """Dimension of z."""
     family: str = setting("diagonal", choices=FAMILIES, aliases=("--guide",))
     """The variational family q(z|x): diagonal (normal, closed-form KL), mixture (of diagonal normals) or flow (a normalizing flow on a diagonal normal)."""
-    num_components: int = setting(2, minimum=1, aliases=("--components",))
+    num_components: int = setting(2, minimum=1, maximum=256, aliases=("--components",))
     """Mixture components K of the mixture family."""
     flow: str = setting("iaf", choices=FLOWS)
     """Layers of the flow family: planar, radial, iaf or spline."""
-    flow_depth: int = setting(2, minimum=1)
+    flow_depth: int = setting(2, minimum=1, maximum=256)
     """Number of flow layers of the flow family."""
 
     def check(self):
@@ -347,9 +347,11 @@ class VAE(LatentVariableModel):
         first = slice(0, 32)
         recon = self.reconstruct(x[first], None if y is None else y[first])
         shown.append(Exhibit("reconstructions", "reconstructions", (x[first], recon), "test inputs and reconstructions"))
-        pairs = torch.randperm(len(x), generator=generator)[:16].to(x.device)
-        ends = (None, None) if y is None else (y[pairs[:8]], y[pairs[8:]])
-        strips = self.interpolate(x[pairs[:8]], x[pairs[8:]], 10, "linear", *ends)
+        num_pairs = min(8, len(x) // 2)
+        pairs = torch.randperm(len(x), generator=generator)[: 2 * num_pairs].to(x.device)
+        start, end = pairs[:num_pairs], pairs[num_pairs:]
+        ends = (None, None) if y is None else (y[start], y[end])
+        strips = self.interpolate(x[start], x[end], 10, "linear", *ends)
         shown.append(Exhibit("interpolation", "paths", (strips,), "linear interpolation between test codes"))
         shown.extend(self._sample_exhibits())
         return shown

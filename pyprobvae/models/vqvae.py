@@ -44,9 +44,9 @@ class VQVAEConfig(ModelConfig):
     model: str = setting("vqvae", choices=("vqvae",))
     network: str = setting("conv", choices=NETWORKS)
     """Encoder and decoder: conv (2-D for images, 1-D for text) or mlp."""
-    codebook_size: int = setting(64, minimum=1)
+    codebook_size: int = setting(64, minimum=1, maximum=65536)
     """Number of codes K."""
-    code_dim: int = setting(16, minimum=1)
+    code_dim: int = setting(16, minimum=1, maximum=4096)
     """Dimension D of the codes."""
     beta: float = setting(0.25, minimum=0)
     """Weight of the commitment term (0.25 in van den Oord et al. 2017)."""
@@ -58,7 +58,7 @@ class VQVAEConfig(ModelConfig):
     """Restart a code whose moving-average usage falls below this fraction of an even share (0: never)."""
     usage_decay: float = setting(0.9, above=0, below=1)
     """Decay of the usage's moving average."""
-    num_positions: int = setting(16, minimum=1)
+    num_positions: int = setting(16, minimum=1, maximum=4096)
     """Codes per example of the mlp network (the conv networks take it from the data's shape)."""
     code_prior: Optional[TransformerPriorConfig] = setting(None, derived=True)
     """The learned prior over the codes, once train-prior has fitted one (stage 2); None: uniform."""

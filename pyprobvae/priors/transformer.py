@@ -48,11 +48,11 @@ class TransformerPriorConfig(Config):
     """Codebook size K: the codes take values 0 .. K - 1; from the VQ-VAE."""
     num_positions: int = setting(16, minimum=1, derived=True)
     """Codes per example L; from the VQ-VAE."""
-    d_model: int = setting(128, minimum=1)
+    d_model: int = setting(128, minimum=1, maximum=8192)
     """Width of the embeddings and of the transformer layers (divisible by num_heads)."""
-    num_heads: int = setting(4, minimum=1, aliases=("--heads",))
+    num_heads: int = setting(4, minimum=1, maximum=256, aliases=("--heads",))
     """Attention heads per layer."""
-    num_layers: int = setting(2, minimum=1, aliases=("--layers",))
+    num_layers: int = setting(2, minimum=1, maximum=256, aliases=("--layers",))
     """Transformer layers."""
     dropout: float = setting(0.1, minimum=0, below=1)
     """Dropout rate of the layers."""

@@ -29,18 +29,20 @@ from typing import Optional
 
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..data import Dataset, load_dataset
 from ..evaluation import EvaluationConfig
+from ..files import finish_replacement
 from ..infer import (
     CheckpointError,
     TrainConfig,
     evaluation_data,
+    check_weights,
     load_checkpoint,
     save_checkpoint,
 )
-from ..infer.loop import resolve_device
 from ..models import ModelConfig, build_model, config_from_dict
+from ..resources import resolve_device
 from .writers import write_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -85,6 +87,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
+        """:raises ConfigError: for anything but a dict of the four parts, each valid."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected an object of settings, got {type(data).__name__}")
+        missing = [part for part in ("data", "model", "train", "evaluation") if part not in data]
+        if missing:
+            raise ConfigError(f"it has no {missing[0]!r} part")
         return cls(
             DataConfig.from_dict(data["data"]), config_from_dict(data["model"]), TrainConfig.from_dict(data["train"]),
             EvaluationConfig.from_dict(data["evaluation"]),
@@ -99,16 +107,35 @@ def read_config(directory: str) -> RunConfig:
         pyprobvae run's config.
     """
     path = os.path.join(directory, CONFIG)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"run folder {directory} has no {CONFIG}" + (" (a directory is in its place)" if os.path.isdir(path) else ""))
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return RunConfig.from_dict(json.load(f))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"run folder {directory} has no readable {CONFIG} ({e})") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, ConfigError
+        raise CheckpointError(f"run folder {directory}: {CONFIG} is damaged ({str(e).splitlines()[0]})") from e
 
 
 def write_config(directory: str, config: RunConfig) -> None:
     """Write the run's ``config.json`` (atomically)."""
     write_json(config.to_dict(), os.path.join(directory, CONFIG))
+
+
+RUN_CHECKPOINT = {"model_config": dict, "model": dict, "train_config": dict, "history": list}
+"""The entries of ``checkpoint.pt`` that a trained run is read from."""
+
+
+def _check_agreement(config: RunConfig, state: dict, directory: str) -> None:
+    """Refuse a run folder whose ``config.json`` and checkpoint were not written by the same run."""
+    for part, saved in (("model", state["model_config"]), ("train", state["train_config"])):
+        written = getattr(config, part).to_dict()
+        differing = sorted(key for key in set(written) | set(saved) if written.get(key) != saved.get(key))
+        if differing:
+            key = differing[0]
+            raise CheckpointError(
+                f"run folder {directory}: {CONFIG} and {CHECKPOINT} disagree ({part} setting {key}: "
+                f"{written.get(key)!r} != {saved.get(key)!r}); they were not written by the same run"
+            )
 
 
 class Run:
@@ -122,20 +149,24 @@ class Run:
     """
 
     def __init__(self, directory: str, device: str = "cpu"):
+        finish_replacement(directory)
         if not os.path.isdir(directory):
-            raise CheckpointError(f"run folder {directory} does not exist")
+            raise CheckpointError(f"run folder {directory} does not exist" if not os.path.exists(directory)
+                                  else f"{directory} is not a run folder (not a directory)")
         checkpoint = os.path.join(directory, CHECKPOINT)
-        if not os.path.isfile(checkpoint):
+        if not os.path.lexists(checkpoint):
             raise CheckpointError(f"run folder {directory} has no checkpoint ({CHECKPOINT}); train it first")
         self.directory = directory
         self.device = resolve_device(device)
-        self.state = load_checkpoint(checkpoint, map_location=self.device)
+        self.state = load_checkpoint(checkpoint, map_location=self.device, schema=RUN_CHECKPOINT)
         self.config = read_config(directory)
+        _check_agreement(self.config, self.state, directory)
+        check_weights(self.state["model"], checkpoint)
         try:
             self.model = build_model(self.state["model_config"]).to(self.device)
             self.model.load_state_dict(self.state["model"])
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {checkpoint} does not hold a model this version can build ({e})") from e
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint} does not hold a model this version can build ({str(e).splitlines()[0]})") from e
         self.model.eval()
         self.history = self.state["history"]
         self.prior_history = self.state.get("prior_history")
@@ -172,7 +203,6 @@ class Run:
         entries (e.g. ``prior_history``).
         """
         self.state.update(model_config=self.model.config.to_dict(), model=self.model.state_dict(), **extra)
-        self.state.pop("format", None)
         save_checkpoint(self.state, self.path(CHECKPOINT))
         self.config.model = self.model.config
         write_config(self.directory, self.config)

@@ -7,6 +7,7 @@ interface (:class:`~pyprobvae.models.base.LatentVariableModel`) and returns
 tensors or numbers; the command line only parses and writes.
 """
 
+import dataclasses
 import math
 import os
 import shutil
@@ -18,12 +19,13 @@ import torch
 from .. import plots
 from ..data import load_dataset
 from ..evaluation import EvaluationConfig, load_or_train_classifier, sample_scores
-from ..files import remove_temporary_files, replace_directory
+from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
 from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit
 from ..infer import train_prior as fit_prior
 from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
 from ..priors import TransformerPriorConfig
+from ..resources import limit_allocations
 from .folder import CHECKPOINT, CLASSIFIER, METRICS, DataConfig, Run, RunConfig, read_config, write_config
 from .writers import write_exhibits, write_json
 
@@ -61,6 +63,8 @@ def train(
         is not finite (a replaced run is then kept).
     :return: the metrics written to ``metrics.json``.
     """
+    check_writable(directory, directory=True)
+    finish_replacement(directory)
     data = data.absolute()
     train_split, test_split = (load_dataset(data.dataset, split, data.data_dir) for split in ("train", "test"))
     model = model.for_data(train_split)
@@ -86,7 +90,8 @@ def train(
 
 def _train_into(target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool) -> dict:
     pyro.set_rng_seed(config.train.seed)
-    built = build_model(config.model)
+    with limit_allocations(PARAMETER_SHARE, f"the model ({_sizes(config.model)})"):
+        built = build_model(config.model)
     if not resume:
         write_config(target, config)
     history = fit(built, train_split, test_split, config.train, os.path.join(target, CHECKPOINT), resume, progress)
@@ -100,19 +105,36 @@ def _train_into(target: str, config: RunConfig, train_split, test_split, resume:
     return metrics
 
 
+PARAMETER_SHARE = 0.25
+"""The share of the available memory a model's weights may take: training adds their gradients and two Adam moments."""
+
+
+def _sizes(config) -> str:
+    """The size settings of ``config`` as options, e.g. ``--hidden 512,512 --latent-dim 8``: what makes it big."""
+    shown = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if not f.metadata.get("derived") and f.metadata.get("maximum") is not None:
+            shown.append(f"--{f.name.replace('_', '-')} {','.join(map(str, value)) if isinstance(value, tuple) else value}")
+    return " ".join(shown)
+
+
 def _new_run_folder(directory: str, overwrite: bool) -> str:
-    """Where a new run trains: ``directory`` itself when it holds nothing, else (with ``overwrite``) a folder beside it."""
+    """
+    Where a new run trains: ``directory`` itself when it holds nothing (or
+    only the temporary files of a run killed in its first write), else (with
+    ``overwrite``) a folder beside it.
+    """
     if not os.path.exists(directory):
         return directory
-    if not os.path.isdir(directory):
-        raise ValueError(f"cannot train into {directory}: it is a file, not a run folder")
-    if not os.listdir(directory):
+    if all(is_temporary_file(name) for name in os.listdir(directory)):
+        remove_temporary_files(directory)
         return directory
     if not overwrite:
         raise ValueError(
             f"run folder {directory} already holds a run: continue it with --resume, or replace it with --overwrite"
         )
-    staging = directory.rstrip(os.sep) + ".pyprobvae-new"
+    staging = staging_directory(directory)
     if os.path.exists(staging):  # left by a replacement that did not finish
         shutil.rmtree(staging)
     return staging
@@ -167,7 +189,8 @@ def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config
     if held_out >= len(codes):
         raise ValueError(f"the training split has {len(codes)} examples: too few to hold some out for the prior")
     pyro.set_rng_seed(config.seed)
-    module = run.model.attach_code_prior(prior)
+    with limit_allocations(PARAMETER_SHARE, f"the prior ({_sizes(prior)})", run.device):
+        module = run.model.attach_code_prior(prior)
     history = fit_prior(module, codes[order[held_out:]], test_codes, config, progress, validation_codes=codes[order[:held_out]])
     run.prior_history = history
     run.save_model(prior_history=history)

@@ -14,7 +14,7 @@ import torch
 
 from .. import plots
 from ..data.text import decode_text
-from ..files import atomic_write
+from ..files import atomic_write, check_writable
 from ..models import Exhibit
 
 SUFFIXES = (".png", ".txt", ".npy")
@@ -44,7 +44,8 @@ def write_text(sequences: torch.Tensor, path: str, vocabulary: str) -> str:
 def _suffix(path: str, allowed=SUFFIXES) -> str:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in allowed:
-        raise ValueError(f"cannot write {path!r}: the output must end in .png, .txt (text runs) or .npy")
+        endings = " or ".join(filter(None, (", ".join(allowed[:-1]), allowed[-1])))
+        raise ValueError(f"cannot write {path!r}: the output must end in {endings}")
     return suffix
 
 
@@ -53,6 +54,19 @@ def _check_kind(suffix: str, path: str, vocabulary: Optional[str]) -> None:
         raise ValueError(f"cannot write text as {path!r}: token data goes to .txt or .npy")
     if suffix == ".txt" and vocabulary is None:
         raise ValueError(f"cannot write {path!r}: .txt is for token data (text runs); images go to .png or .npy")
+
+
+def check_output(path: str, allowed=SUFFIXES, vocabulary: Optional[str] = None) -> None:
+    """
+    Check, before computing what goes there, that ``path`` is an output the
+    writers can write: an allowed suffix, the right kind for the data (text
+    or images), a place where a file can be created
+    (:func:`~pyprobvae.files.check_writable`).
+    """
+    suffix = _suffix(path, allowed)
+    if suffix != ".npy":
+        _check_kind(suffix, path, vocabulary)
+    check_writable(path)
 
 
 def write_examples(examples: torch.Tensor, path: str, nrow: Optional[int] = None, vocabulary: Optional[str] = None, title=None) -> str:

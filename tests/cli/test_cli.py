@@ -92,10 +92,10 @@ def test_resume_continues_to_more_epochs(tmp_path):
     "argv, message",
     [
         (["train", "--bogus"], "unrecognized arguments: --bogus"),
-        (["train", "--epochs", "-3"], "--epochs: must be a positive integer"),
-        (["train", "--latent-dim", "0"], "--latent-dim: must be a positive integer"),
+        (["train", "--epochs", "-3"], "--epochs: must be in [1, 100000], got -3"),
+        (["train", "--latent-dim", "0"], "--latent-dim: must be in [1, 4096], got 0"),
         (["train", "--hidden", "4x"], "--hidden"),
-        (["train", "--guide", "nope"], "invalid choice"),
+        (["train", "--guide", "nope"], "unknown value 'nope'; choose one of diagonal"),
         (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
         (["train", "--dataset", "mnist"], "data_dir"),
         (["train", "--device", "cuda:7", "--epochs", "1"], "cuda"),
@@ -123,7 +123,7 @@ def test_run_folder_errors(tmp_path, capsys, run_dir):
     assert main(["sample", str(tmp_path / "missing"), "--out", "x.png"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["sample", run_dir, "--out", str(tmp_path / "x.jpg")]) == 2
-    assert "must end in .png, .txt (text runs) or .npy" in capsys.readouterr().err
+    assert "must end in .png, .txt or .npy" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_is_an_error(tmp_path, capsys, run_dir):
@@ -201,7 +201,7 @@ def test_an_existing_run_is_never_replaced_silently(tmp_path, capsys, run_dir):
     assert sorted(os.listdir(tmp_path)) == ["run"]
     (tmp_path / "file").write_text("x")
     assert main(["train", *SMALL, "--out", str(tmp_path / "file")]) == 2
-    assert "is a file, not a run folder" in capsys.readouterr().err
+    assert "exists and is not a directory" in capsys.readouterr().err
 
 
 def test_resume_removes_the_leftovers_of_interrupted_writes(tmp_path, capsys, run_dir):

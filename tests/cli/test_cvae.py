@@ -50,7 +50,9 @@ def test_cli_cvae(tmp_path, capsys):
     assert main(["sample", out, "--label", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert "label 10 is outside the model's classes 0 to 9" in capsys.readouterr().err
     assert main(["interpolate", out, "--classes", "1,x", "--out", str(tmp_path / "x.png")]) == 2
-    assert "expected two classes A,B" in capsys.readouterr().err
+    assert "expected comma-separated integers" in capsys.readouterr().err
+    assert main(["interpolate", out, "--classes", "1,2,3", "--out", str(tmp_path / "x.png")]) == 2
+    assert "--classes takes two classes A,B, got 1,2,3" in capsys.readouterr().err
 
     vae = str(tmp_path / "vae")
     assert main(["train", "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--iwae-samples", "5",

@@ -1,6 +1,8 @@
 import dataclasses
 import gzip
+import io
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -423,8 +425,54 @@ def test_npz_errors(tmp_path):
         load_npz(path, "train")
 
     corrupt = write_bytes(tmp_path / "corrupt.npz", b"not a zip file")
-    with pytest.raises(DataError, match="cannot read npz file .*corrupt.npz"):
+    with pytest.raises(DataError, match="corrupt.npz' is not an npz archive"):
         load_npz(corrupt, "train")
+    empty = write_bytes(tmp_path / "empty.npz", b"")
+    with pytest.raises(DataError, match="empty.npz' is not an npz archive"):
+        load_npz(empty, "train")
+
+    np.savez(path, x=np.zeros((10, 0)))
+    with pytest.raises(DataError, match=r"has shape \(10, 0\); expected at least one example with at least one feature"):
+        load_npz(path, "train")
+    np.savez(path, x=np.zeros((10, 2)), y=np.array([0] * 9 + [10**12]))
+    with pytest.raises(DataError, match="labels up to 1000000000000; labels must be class numbers below 100000"):
+        load_npz(path, "train")
+    os.makedirs(tmp_path / "folder.npz")
+    with pytest.raises(DataError, match="folder.npz' is a directory"):
+        load_npz(str(tmp_path / "folder.npz"), "train")
+
+
+def test_npz_members_are_checked_before_they_are_read(tmp_path):
+    path = str(tmp_path / "members.npz")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.txt", "not an array")
+    with pytest.raises(DataError, match="member 'x.txt' is not an array"):
+        load_npz(path, "train")
+
+    objects = io.BytesIO()
+    np.save(objects, np.array([{"a": 1}, 2], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", objects.getvalue())
+    with pytest.raises(DataError, match="holds Python objects") as info:
+        load_npz(path, "train")
+    assert "allow_pickle" not in str(info.value)  # never advise unpickling a user's file
+
+    huge = io.BytesIO()  # a header that declares 25.6 TB, followed by 100 bytes
+    np.lib.format.write_array_header_1_0(huge, {"descr": "<f4", "fortran_order": False, "shape": (80_000, 80_000_000)})
+    huge.write(bytes(100))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", huge.getvalue())
+    with pytest.raises(DataError, match=r"shape \(80000, 80000000\) .* truncated or damaged: it declares 25600000000000 bytes"):
+        load_npz(path, "train")
+
+
+def test_every_split_needs_two_examples(tmp_path):
+    path = str(tmp_path / "small.npz")
+    np.savez(path, x=np.zeros((5, 2)))
+    with pytest.raises(DataError, match="the test split has 1 example"):
+        load_dataset(path, "test")
+    np.savez(path, x=np.zeros((6, 2)))
+    assert len(load_dataset(path, "test")) == 2
 
 
 # ---------------------------------------------------------------- binarize

@@ -269,16 +269,18 @@ def test_resume_with_changed_settings_is_refused(tmp_path, good_checkpoint, digi
     assert [r["epoch"] for r in history] == [1, 2]
 
 
-def test_save_checkpoint_is_atomic_on_failure(tmp_path):
+def test_save_checkpoint_is_atomic_on_failure(tmp_path, monkeypatch):
     path = str(tmp_path / "ckpt.pt")
     save_checkpoint({"epoch": 1}, path)
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("boom")
+    def save_half_then_fail(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise RuntimeError("boom")
 
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
     with pytest.raises(RuntimeError, match="boom"):
-        save_checkpoint({"epoch": 2, "bad": Unpicklable()}, path)
+        save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1  # the previous file is intact
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]  # no temporary file left behind
 

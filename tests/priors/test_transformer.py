@@ -258,12 +258,6 @@ def test_train_prior_progress_bar_runs(capsys):
     assert "test NLL" in capsys.readouterr().out
 
 
-def test_infinite_learning_rate_raises_non_finite_loss():
-    prior = _prior()
-    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2"):
-        train_prior(prior, _random_codes(32, prior), progress=False, config=PriorTrainConfig(epochs=1, batch_size=16, lr=math.inf))
-
-
 def test_nan_loss_raises_before_changing_parameters(monkeypatch):
     prior = _prior()
     before = {name: value.clone() for name, value in prior.state_dict().items()}
