@@ -25,7 +25,7 @@ from ..infer import train_prior as fit_prior
 from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
 from ..priors import TransformerPriorConfig
-from ..resources import limit_allocations
+from ..resources import check_fits, limit_allocations
 from .folder import CHECKPOINT, CLASSIFIER, METRICS, DataConfig, Run, RunConfig, read_config, write_config
 from .writers import write_exhibits, write_json
 
@@ -235,8 +235,19 @@ def sampling_plan(run: Run, num_samples: int, label=None, codes=None, top_k=None
     return run.model.sampling_plan(num_samples, label=label, codes=codes, top_k=top_k, training_data=lambda: run.dataset("train").x)
 
 
+def _check_output_size(run: Run, count: int, what: str) -> None:
+    """Refuse to decode ``count`` examples at once when they cannot fit (with room for the decoder's activations)."""
+    per_example = math.prod(run.model.config.data_shape) * 4 * OUTPUT_MEMORY_FACTOR
+    check_fits(count * per_example, f"{what} ({count} examples of shape {tuple(run.model.config.data_shape)})", run.device)
+
+
+OUTPUT_MEMORY_FACTOR = 16
+"""Bytes of working memory a decoded example may need, in multiples of its own float32 size (a rough upper bound for the decoders here)."""
+
+
 def sample(run: Run, plan: SamplingPlan, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
     """Decoded draws from the model's prior as ``plan`` says, at a temperature, seeded."""
+    _check_output_size(run, plan.num_samples, "sampling")
     torch.manual_seed(seed)
     return run.model.sample(plan.num_samples, temperature=temperature, **plan.given)
 
@@ -253,6 +264,7 @@ def interpolate(run: Run, pairs: int = 8, steps: int = 10, method: str = "linear
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: 2 * pairs].to(x.device)
     if len(order) < 2 * pairs:
         raise ValueError(f"--pairs {pairs} needs {2 * pairs} test examples; the test set has {len(x)}")
+    _check_output_size(run, pairs * steps, "interpolating")
     start, end = order[:pairs], order[pairs:]
     labels = (None, None) if y is None else (y[start], y[end])
     return run.model.interpolate(x[start], x[end], steps, method, *labels)
@@ -260,6 +272,7 @@ def interpolate(run: Run, pairs: int = 8, steps: int = 10, method: str = "linear
 
 def interpolate_classes(run: Run, classes: Tuple[int, int], paths: int = 8, steps: int = 10, seed: int = 0) -> torch.Tensor:
     """Decoded paths from one class to another with the style held, one row per style."""
+    _check_output_size(run, paths * steps, "interpolating")
     torch.manual_seed(seed)
     return run.model.interpolate_classes(*classes, paths, steps)
 
@@ -277,6 +290,7 @@ def traverse(run: Run, index: int = 0, num_dims: Optional[int] = None, steps: in
     dims = run.model.traversal_order(x, y)[:num_dims]
     if not 0 <= index < len(x):
         raise ValueError(f"test example {index} does not exist; the test set has {len(x)}")
+    _check_output_size(run, len(dims) * steps, "traversing")
     values = torch.linspace(-span, span, steps, device=x.device)
     return run.model.traverse(x[index : index + 1], dims, values, None if y is None else y[index : index + 1])
 

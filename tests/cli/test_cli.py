@@ -135,7 +135,7 @@ def test_corrupt_checkpoint_is_an_error(tmp_path, capsys, run_dir):
         (broken / name).write_bytes(data[: len(data) // 2] if name == "checkpoint.pt" else data)
     assert main(["evaluate", str(broken)]) == 2
     err = capsys.readouterr().err
-    assert "corrupt" in err and "checkpoint.pt" in err and err.count("\n") == 1
+    assert "damaged" in err and "checkpoint.pt" in err and err.count("\n") == 1
 
 
 def test_console_script_has_no_traceback():
@@ -191,7 +191,7 @@ def test_an_existing_run_is_never_replaced_silently(tmp_path, capsys, run_dir):
     assert main(argv + ["--resume", "--overwrite"]) == 2
     assert _tree(out) == before
     # a replacement that fails (it diverges) leaves the old run whole, and nothing beside it
-    assert main(argv + ["--overwrite", "--lr", "1e30"]) == 1
+    assert main(argv + ["--overwrite", "--likelihood", "gaussian", "--gaussian-scale", "1e-30"]) == 1
     assert "training diverged" in capsys.readouterr().err
     assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["run"]
     # one that succeeds replaces it whole
