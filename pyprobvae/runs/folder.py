@@ -49,6 +49,7 @@ CHECKPOINT = "checkpoint.pt"
 CLASSIFIER = "classifier.pt"
 CONFIG = "config.json"
 METRICS = "metrics.json"
+CURVES = "curves.png"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
 from ..priors import TransformerPriorConfig
 from ..resources import check_fits, limit_allocations
-from .folder import CHECKPOINT, CLASSIFIER, METRICS, DataConfig, Run, RunConfig, read_config, write_config
+from .folder import CHECKPOINT, CLASSIFIER, CONFIG, CURVES, METRICS, DataConfig, Run, RunConfig, read_config, write_config
 from .writers import write_exhibits, write_json
 
 
@@ -73,6 +73,7 @@ def train(
     config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
     if resume:
         _check_resumable(directory, config)
+        _check_run_outputs(directory)
         remove_temporary_files(directory)
         target = directory
     else:
@@ -140,6 +141,12 @@ def _new_run_folder(directory: str, overwrite: bool) -> str:
     return staging
 
 
+def _check_run_outputs(directory: str) -> None:
+    """Before a verb changes a run, check that it can write the run's files (none is a directory, say)."""
+    for name in (CHECKPOINT, CONFIG, METRICS, CURVES):
+        check_writable(os.path.join(directory, name))
+
+
 def _check_finite(metrics: dict, where: str = "") -> None:
     """Refuse to finish a run whose evaluation has a non-finite number."""
     for key, value in metrics.items():
@@ -182,6 +189,7 @@ def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config
         ``prior_history``.
     """
     prior, config = prior or TransformerPriorConfig(), config or PriorTrainConfig(device=str(run.device))
+    _check_run_outputs(run.directory)
     codes = run.model.prior_training_codes(run.model_data("train"))
     test_codes = run.model.prior_training_codes(run.model_data("test"))
     order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(config.seed)).to(codes.device)
@@ -302,7 +310,7 @@ def encode(run: Run, split: str = "test") -> torch.Tensor:
 
 def write_pictures(run: Run) -> None:
     """The training curves and the model's :meth:`~pyprobvae.models.base.LatentVariableModel.exhibits` on the test data."""
-    plots.save_training_curves(run.history, run.path("curves.png"))
+    plots.save_training_curves(run.history, run.path(CURVES))
     torch.manual_seed(0)
     exhibits = run.model.exhibits(run.model_data("test"), run.model_labels("test"), run.dataset("test").y)
     write_exhibits(exhibits, run.directory, run.vocabulary)
