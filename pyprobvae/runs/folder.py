@@ -24,7 +24,7 @@ Run folders written by pyprobvae 0.1 (checkpoint format 1, with a separate
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import torch
@@ -94,10 +94,15 @@ class RunConfig:
         missing = [part for part in ("data", "model", "train", "evaluation") if part not in data]
         if missing:
             raise ConfigError(f"it has no {missing[0]!r} part")
-        return cls(
+        config = cls(
             DataConfig.from_dict(data["data"]), config_from_dict(data["model"]), TrainConfig.from_dict(data["train"]),
             EvaluationConfig.from_dict(data["evaluation"]),
         )
+        for part in ("data", "model", "train", "evaluation"):  # a stored record is complete: a missing setting is damage
+            missing = sorted({f.name for f in fields(getattr(config, part))} - set(data[part]))
+            if missing:
+                raise ConfigError(f"its {part} part has no {missing[0]!r}")
+        return config
 
 
 def read_config(directory: str) -> RunConfig:

@@ -20,7 +20,7 @@ from .. import plots
 from ..data import load_dataset
 from ..evaluation import EvaluationConfig, load_or_train_classifier, sample_scores
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
-from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit
+from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit, load_checkpoint
 from ..infer import train_prior as fit_prior
 from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
@@ -77,12 +77,15 @@ def train(
         remove_temporary_files(directory)
         target = directory
     else:
+        existed = os.path.isdir(directory)
         target = _new_run_folder(directory, overwrite)
     try:
         metrics = _train_into(target, config, train_split, test_split, resume, progress)
     except BaseException:
         if target != directory:  # the replacement failed: the run it was to replace stays
             shutil.rmtree(target, ignore_errors=True)
+        elif not resume and not os.path.exists(os.path.join(target, CHECKPOINT)):
+            _remove_unstarted_run(target, existed)  # nothing to resume: leave the folder as it was
         raise
     if target != directory:
         replace_directory(target, directory)
@@ -141,10 +144,29 @@ def _new_run_folder(directory: str, overwrite: bool) -> str:
     return staging
 
 
+def _remove_unstarted_run(directory: str, existed: bool) -> None:
+    """Undo a new run that failed before its first checkpoint: remove what it wrote (the folder too, if it made it)."""
+    if not existed:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def _check_run_outputs(directory: str) -> None:
-    """Before a verb changes a run, check that it can write the run's files (none is a directory, say)."""
+    """
+    Before a verb changes a run, check that it can finish: it can write the
+    run's files (none is a directory, say), and the cached classifier that
+    its evaluation reads, if any, is intact.
+    """
     for name in (CHECKPOINT, CONFIG, METRICS, CURVES):
         check_writable(os.path.join(directory, name))
+    if os.path.lexists(os.path.join(directory, CLASSIFIER)):
+        load_checkpoint(os.path.join(directory, CLASSIFIER))
 
 
 def _check_finite(metrics: dict, where: str = "") -> None:
