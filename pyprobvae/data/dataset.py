@@ -17,6 +17,9 @@ SPLITS = ("train", "test")
 # Seed of the permutation that splits data sets without a predefined split.
 SPLIT_SEED = 0
 
+MAX_LEVELS = 2**16
+"""Integer pixel data holds intensities below this (a categorical likelihood has one output per level)."""
+
 MAX_CLASSES = 100_000
 """Labels are class numbers below this (a model holds one row of weights per class)."""
 
@@ -193,6 +196,9 @@ def _scale(x, what):
                 "must be non-negative intensities"
             )
         max_value = int(x.max())
+        if max_value >= MAX_LEVELS:
+            raise DataError(f"{what} has integer values up to {max_value}; integer intensities must be below {MAX_LEVELS} "
+                            "(store other data as floating point)")
         return x.astype(np.float32) / np.float32(max(max_value, 1)), max_value + 1
     if x.dtype.kind == "f":
         x = x.astype(np.float32)

@@ -13,6 +13,7 @@ weights for finiteness (:func:`check_weights`).
 
 import hashlib
 import os
+import pickle
 from typing import Dict, Optional
 
 import torch
@@ -104,8 +105,11 @@ def load_checkpoint(path: str, map_location=None, schema: Optional[Dict[str, typ
         wrapper = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch.load raises many types for damaged files; each means the same here
         reason = str(e).splitlines()[0] if str(e) else ""
+        if isinstance(e, pickle.UnpicklingError):  # torch's message advises an unsafe load: never repeat that
+            reason = "it holds data that a weights-only load refuses"
         raise CheckpointError(f"checkpoint {path} is damaged or not a pyprobvae checkpoint ({type(e).__name__}: {reason})") from e
     version = wrapper.get("format") if isinstance(wrapper, dict) else None
+    version = version if isinstance(version, str) else None
     if version in OLD_FORMATS:
         raise CheckpointError(f"{path} was written by {OLD_FORMATS[version]}, whose checkpoints this version does not load; train the run again")
     if isinstance(version, str) and version.startswith("pyprobvae-checkpoint-") and version != FORMAT:

@@ -118,7 +118,7 @@ def read_config(directory: str) -> RunConfig:
     try:
         with open(path, encoding="utf-8") as f:
             return RunConfig.from_dict(json.load(f))
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, ConfigError
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, ConfigError; absurd nesting
         raise CheckpointError(f"run folder {directory}: {CONFIG} is damaged ({str(e).splitlines()[0]})") from e
 
 
@@ -142,6 +142,13 @@ def _check_agreement(config: RunConfig, state: dict, directory: str) -> None:
                 f"run folder {directory}: {CONFIG} and {CHECKPOINT} disagree ({part} setting {key}: "
                 f"{written.get(key)!r} != {saved.get(key)!r}); they were not written by the same run"
             )
+
+
+def _check_weight_types(saved: dict, built: dict, path: str) -> None:
+    """Refuse weights whose dtype differs from the model's (``load_state_dict`` would cast them silently)."""
+    for name, tensor in saved.items():
+        if name in built and tensor.dtype != built[name].dtype:
+            raise CheckpointError(f"{path}: weight {name!r} is {tensor.dtype}, but the model holds {built[name].dtype}")
 
 
 class Run:
@@ -170,6 +177,7 @@ class Run:
         check_weights(self.state["model"], checkpoint)
         try:
             self.model = build_model(self.state["model_config"]).to(self.device)
+            _check_weight_types(self.state["model"], self.model.state_dict(), checkpoint)
             self.model.load_state_dict(self.state["model"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {checkpoint} does not hold a model this version can build ({str(e).splitlines()[0]})") from e
@@ -186,7 +194,12 @@ class Run:
         """The run's data set, split ``split``, on the run's device (loaded once)."""
         if split not in self._datasets:
             data = self.config.data
-            self._datasets[split] = load_dataset(data.dataset, split, data.data_dir).to(self.device)
+            dataset = load_dataset(data.dataset, split, data.data_dir)
+            trained_on = tuple(self.model.config.data_shape)
+            if tuple(dataset.data_shape) != trained_on:
+                raise CheckpointError(f"run folder {self.directory}: its data set {data.dataset} has examples of shape "
+                                      f"{tuple(dataset.data_shape)}, but the model was trained on {trained_on}")
+            self._datasets[split] = dataset.to(self.device)
         return self._datasets[split]
 
     def model_data(self, split: str = "test") -> torch.Tensor:

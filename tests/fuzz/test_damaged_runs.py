@@ -611,7 +611,7 @@ def _damage(staging, folder, name, draw, runs, kind):
 
 
 @pytest.mark.slow
-@fuzz_settings(25)
+@fuzz_settings(20)
 @given(data=st.data())
 def test_damaged_run_folders(data, fuzz_base, inputs, runs):
     kind = data.draw(st.sampled_from(RUN_KINDS), label="kind")
