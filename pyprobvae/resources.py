@@ -47,7 +47,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         (torch.ones(2, device=device) + 1).sum().cpu()
     except Exception as e:  # whatever the backend raises, the device is unusable
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__  # backends' messages run on
         raise ResourceError(f"device {name!r} cannot be used here ({reason})") from e
     return torch.device("cpu") if device.type == "cpu" else device
 
