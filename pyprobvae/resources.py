@@ -62,13 +62,22 @@ def available_memory(device: torch.device) -> Optional[int]:
         return torch.cuda.mem_get_info(device)[0]
     if device.type != "cpu":
         return None
+    available = _meminfo_available()
+    return available if available is not None else _free_physical_memory()
+
+
+def _meminfo_available() -> Optional[int]:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux: free memory plus what the kernel can reclaim), or None."""
     try:
         with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+            lines = [line for line in f if line.startswith("MemAvailable:")]
+        return int(lines[0].split()[1]) * 1024 if lines else None
     except (OSError, ValueError, IndexError):
-        pass
+        return None
+
+
+def _free_physical_memory() -> Optional[int]:
+    """The free physical pages times the page size (POSIX), or None."""
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
