@@ -86,7 +86,7 @@ def make_trainer(options, estimator, train, seed, device):
     config = ppv.TrainConfig(batch_size=BATCH_SIZE, lr=LR, estimator=estimator, seed=seed, device=str(device))
     objective = ELBOObjective(ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl)))
     model.train()
-    return Trainer(model, objective, config, RandomState(seed, device))
+    return Trainer(objective, config, RandomState(seed, device))
 
 
 def scaling_configs():

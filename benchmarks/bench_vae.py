@@ -199,7 +199,7 @@ def make_trainer(model, seed, device):
     """
     config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed, device=str(device))
     loss = ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl))
-    trainer = Trainer(model, ELBOObjective(loss, warmup_steps=0), config, RandomState(seed, device))
+    trainer = Trainer(ELBOObjective(loss, warmup_steps=0), config, RandomState(seed, device))
     model.train()
     return trainer
 

@@ -23,10 +23,12 @@ import typing
 from typing import Optional, Tuple
 
 import torch
+import torch.distributed as dist
 
 from . import __version__
 from .config import SEED, ConfigError, field_docs, field_types, limits, optional_inner, value_problem
 from .data import DataError
+from .distributed import PeerError, current_world, init_from_environment, launched_size, shut_down
 from .evaluation import EvaluationConfig
 from .files import OutputPathError, finish_replacement
 from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
@@ -271,10 +273,12 @@ def _pick(given: dict, cls) -> dict:
 
 def _train(args):
     given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "overwrite", "quiet")}
+    world = current_world()
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
-        finish_replacement(args.out)
+        if world.is_main:
+            finish_replacement(args.out)
         if not os.path.isdir(args.out):
             raise CheckpointError(f"nothing to resume: run folder {args.out} does not exist")
         if not os.path.isfile(os.path.join(args.out, CONFIG)):
@@ -300,12 +304,14 @@ def _train(args):
         training = _pick(given, TrainConfig)
         evaluation = EvaluationConfig(**_pick(given, EvaluationConfig))
     stem = os.path.basename(data.dataset).replace(".npz", "").replace("text:", "")
-    out = args.out or os.path.join("runs", f"{stem}-{model.model}-{time.strftime('%Y%m%d-%H%M%S')}")
+    started = world.broadcast(torch.tensor([time.time()], dtype=torch.float64)).item()  # rank 0's clock names the folder
+    out = args.out or os.path.join("runs", f"{stem}-{model.model}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}")
     if args.resume and args.overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it: give one")
     metrics = verbs.train(out, data, model, training, evaluation, args.resume, args.overwrite, progress=not args.quiet)
-    print(json.dumps(_summary(model.model, metrics)))
-    print(f"run folder: {os.path.abspath(out)}")
+    if world.is_main:
+        print(json.dumps(_summary(model.model, metrics)))
+        print(f"run folder: {os.path.abspath(out)}")
 
 
 def _summary(model: str, metrics: dict) -> dict:
@@ -323,8 +329,9 @@ def _train_prior(args):
     config = PriorTrainConfig(**_pick(given, PriorTrainConfig))
     run = Run(args.run, config.device)
     metrics = verbs.train_prior(run, TransformerPriorConfig(**_pick(given, TransformerPriorConfig)), config, progress=not args.quiet)
-    print(json.dumps(_summary(run.config.model.model, metrics)))
-    print(f"prior: stored in {os.path.abspath(run.path('checkpoint.pt'))}")
+    if current_world().is_main:
+        print(json.dumps(_summary(run.config.model.model, metrics)))
+        print(f"prior: stored in {os.path.abspath(run.path('checkpoint.pt'))}")
 
 
 def _verb_arguments(args, *names):
@@ -396,7 +403,10 @@ COMMANDS = {
 }
 
 
-USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, ResourceError, OutputPathError)
+DISTRIBUTED_COMMANDS = ("train", "train-prior")
+"""The commands that run on several processes under ``torchrun`` (the others read a run in one)."""
+
+USER_ERRORS = (UsageError, ConfigError, DataError, CheckpointError, ResourceError, OutputPathError, PeerError)
 """What the user can mend: reported in one line, exit status 2."""
 
 def _raised_here(error: BaseException) -> bool:
@@ -426,18 +436,23 @@ def main(argv=None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    prefix = "pyprobvae"
     try:
         args = make_parser().parse_args(argv)
+        _join_processes(args)
+        prefix = _message_prefix()
         COMMANDS[args.command](args)
     except NonFiniteLossError as e:
-        print(f"pyprobvae: training diverged: {e}", file=sys.stderr)
+        print(f"{prefix}: training diverged: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("pyprobvae: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
         if isinstance(e, USER_ERRORS) or (isinstance(e, ValueError) and _raised_here(e)):
             message = _first_line(e)
+        elif isinstance(e, dist.DistError):
+            message = f"lost contact with the other processes of the run ({_first_line(e)})"
         elif isinstance(e, OSError):
             message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e)
         elif _out_of_memory(e):
@@ -445,15 +460,36 @@ def main(argv=None) -> int:
         else:
             if debug:
                 raise
-            print(f"pyprobvae: internal error: {type(e).__name__}: {_first_line(e)}. This is a bug in pyprobvae "
+            print(f"{prefix}: internal error: {type(e).__name__}: {_first_line(e)}. This is a bug in pyprobvae "
                   f"{__version__}: please report it with the command line (--debug shows the traceback)",
                   file=sys.stderr)
             return 3
         if debug:
             raise
-        print(f"pyprobvae: error: {message}", file=sys.stderr)
+        print(f"{prefix}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        shut_down()
     return 0
+
+
+def _join_processes(args) -> None:
+    """
+    Under ``torchrun`` (several processes), join the process group for
+    ``train`` and ``train-prior``; refuse the other commands, which read a
+    run in one process.
+    """
+    if launched_size() <= 1:
+        return
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise UsageError(f"{args.command} runs in one process; under torchrun only {' and '.join(DISTRIBUTED_COMMANDS)} do")
+    init_from_environment(getattr(args, "device", "cpu"))
+
+
+def _message_prefix() -> str:
+    """``pyprobvae``, or with several processes ``pyprobvae (process R of N)``, which begins every line on stderr."""
+    world = current_world()
+    return f"pyprobvae ({world.describe()})" if world.distributed else "pyprobvae"
 
 
 if __name__ == "__main__":

@@ -79,16 +79,16 @@ class ClassifierConfig(LoopConfig):
 
 
 class CrossEntropy(Objective):
-    r""":math:`-\frac{1}{B} \sum_i \log \mathrm{softmax}(f(x_i))_{y_i}`, the classifier's loss (nats per example)."""
+    r""":math:`-\log \mathrm{softmax}(f(x_i))_{y_i}` of each example, the classifier's loss (nats per example; the trainer takes the mean)."""
 
     terms = ("cross-entropy",)
 
     def __init__(self, classifier: nn.Module):
-        self.classifier = classifier
+        self.network = classifier
 
-    def __call__(self, x, y, *, step: int):
-        loss = nn.functional.cross_entropy(self.classifier(x), y, reduction="none")
-        return loss.mean(), (loss,)
+    def __call__(self, network, x, y, *, step: int):
+        loss = nn.functional.cross_entropy(network(x), y, reduction="none")
+        return loss, (loss,)
 
     def record(self, means):
         return {"train_cross_entropy": means["cross-entropy"]}
@@ -115,7 +115,7 @@ def train_classifier(train: Dataset, config: Optional[ClassifierConfig] = None) 
     with torch.random.fork_rng(devices=[train.x.device] if train.x.device.type == "cuda" else []):
         random = RandomState(config.seed, train.x.device)
         classifier = SampleClassifier(train.data_shape, train.num_classes).to(train.x.device)
-        Trainer(classifier, CrossEntropy(classifier), config, random).run((train.x, train.y), progress=False)
+        Trainer(CrossEntropy(classifier), config, random).run((train.x, train.y), progress=False)
     return classifier.eval()
 
 

@@ -75,6 +75,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..distributed import current_world
 from ..validation import is_validation_enabled
 
 
@@ -259,6 +260,18 @@ class VectorQuantizer(nn.Module):
       the shares are noisy; a ``usage_decay`` closer to 1 averages over more
       steps.
 
+    **Under torch.distributed** (a process group of several ranks, as
+    ``torchrun`` starts; :mod:`pyprobvae.distributed`) the codebook stays
+    identical on every rank: the counts and sums of every update are
+    all-reduced (one collective per training forward, of :math:`K (D + 1)`
+    numbers), so the moving averages and the usage are those of the global
+    batch; the k-means initialization runs on rank 0 over the gathered first
+    batch and is broadcast; the restart candidates are each rank's
+    :math:`K` worst rows, gathered, so that every rank restarts the same
+    codes onto the same rows, the worst of the global batch. The result is
+    that of one process on the global batch, up to the rounding of sums in
+    another order.
+
     The k-means++ seeding draws from torch's global random number generator
     (which :func:`pyro.set_rng_seed` seeds) on the device of the encoder
     outputs; the other updates are deterministic. After the first training
@@ -434,8 +447,15 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _initialize(self, z_e: torch.Tensor) -> None:
-        points = z_e.reshape(-1, self.code_dim)
-        centres, sizes = _kmeans(points, self.codebook_size, self.kmeans_iterations, self.chunk_size)
+        world = current_world()
+        points = world.gather_rows(z_e.reshape(-1, self.code_dim))  # the global batch, in rank order
+        if world.is_main:
+            centres, sizes = _kmeans(points, self.codebook_size, self.kmeans_iterations, self.chunk_size)
+        else:
+            centres = points.new_empty(self.codebook_size, self.code_dim)
+            sizes = torch.empty(self.codebook_size, dtype=torch.long, device=points.device)
+        world.broadcast(centres)
+        world.broadcast(sizes)
         self.codebook.copy_(centres)
         if self.ema:
             self.cluster_size.copy_(sizes.clamp_min(1))
@@ -460,31 +480,54 @@ class VectorQuantizer(nn.Module):
         their nearest codes and ``codes`` (N, D) those codes as the forward
         used them.
         """
-        counts = torch.zeros(self.codebook_size, dtype=points.dtype, device=points.device).index_add_(
-            0, indices, torch.ones_like(indices, dtype=points.dtype)
-        )
+        world = current_world()
+        # each code's count (and, with moving averages, the sum of its points) over the global batch: one all-reduce
+        statistics = torch.zeros(self.codebook_size, 1 + self.code_dim * self.ema, dtype=points.dtype, device=points.device)
+        statistics.index_add_(0, indices, torch.cat([torch.ones_like(points[:, :1]), points], 1) if self.ema else torch.ones_like(points[:, :1]))
+        world.all_reduce_sum(statistics)
+        counts = statistics[:, 0]
         if self.ema:
-            sums = torch.zeros_like(self.code_sum).index_add_(0, indices, points)
             self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
-            self.code_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+            self.code_sum.mul_(self.decay).add_(statistics[:, 1:], alpha=1 - self.decay)
             self.codebook.copy_(self.code_sum / self._smoothed_cluster_size().unsqueeze(-1))
-        share = counts.to(self.usage.dtype) * (self.codebook_size / indices.numel())
+        total = counts.sum()
+        share = counts.to(self.usage.dtype) * (self.codebook_size / total)
         self.usage.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
         if self.min_usage > 0:
-            self._restart(self.usage < self.min_usage, points, codes)
+            self._restart(self.usage < self.min_usage, points, codes, total, world)
 
-    def _restart(self, rare: torch.Tensor, points: torch.Tensor, codes: torch.Tensor) -> None:
-        r"""
-        Move the codes where the mask ``rare`` (K,) is true, in increasing
-        order, onto the rows of ``points`` with the largest quantization
-        errors :math:`\lVert z_n - e_{k_n} \rVert^2`, in decreasing order
-        (ties by row), cycling through the rows if there are more codes than
-        rows; reset their statistics. Masked updates: nothing is read back to the host.
+    def _worst_rows(self, points: torch.Tensor, codes: torch.Tensor, world) -> torch.Tensor:
+        """
+        The candidates for restarts: rows of the global batch in decreasing
+        order of quantization error (ties by position in the global batch),
+        at least its ``K`` worst (all of them, when it has no more). Each
+        rank contributes its ``K`` worst rows, padded with rows of error
+        ``-inf`` and gathered in rank order: the ``K`` worst of the global
+        batch are among them, and the padding sorts last.
         """
         errors = (points - codes).pow(2).sum(-1)
-        order = torch.argsort(errors, descending=True, stable=True)
+        worst = torch.argsort(errors, descending=True, stable=True)[: self.codebook_size]
+        if not world.distributed:
+            return points[worst]
+        missing = self.codebook_size - len(worst)
+        errors = torch.cat([errors[worst], errors.new_full((missing,), -float("inf"))])
+        points = torch.cat([points[worst], points.new_zeros(missing, self.code_dim)])
+        errors, points = torch.cat(world.all_gather(errors)), torch.cat(world.all_gather(points))
+        return points[torch.argsort(errors, descending=True, stable=True)]
+
+    def _restart(self, rare: torch.Tensor, points: torch.Tensor, codes: torch.Tensor, total: torch.Tensor, world) -> None:
+        r"""
+        Move the codes where the mask ``rare`` (K,) is true, in increasing
+        order, onto the rows of the global batch (``total`` of them; this
+        rank's are ``points``) with the largest quantization errors
+        :math:`\lVert z_n - e_{k_n} \rVert^2`, in decreasing order (ties by
+        row), cycling through the rows if there are more codes than rows;
+        reset their statistics. Masked updates: nothing is read back to the
+        host, and every rank makes the same changes.
+        """
+        candidates = self._worst_rows(points, codes, world)
         rank = (rare.cumsum(0) - 1).clamp_min(0)  # the j-th restarted code takes the j-th worst row
-        rows = points[order[rank % order.numel()]]
+        rows = candidates[rank % total.long()]
         mask = rare.unsqueeze(-1)
         with torch.no_grad():
             self.codebook.copy_(torch.where(mask, rows.to(self.codebook.dtype), self.codebook))

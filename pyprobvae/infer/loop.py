@@ -1,4 +1,4 @@
-"""
+r"""
 The one training loop: minibatch descent on a per-example objective.
 
 Every trained thing in the package (the models by their ELBO, the prior over
@@ -19,9 +19,23 @@ have run by then, so the loop rolls the parameters and the optimizer state
 back to their values at the start of the epoch (the last good checkpoint),
 leaving no non-finite parameter behind.
 
-The loop is written for ``torch.distributed``: the objective is an
-``nn.Module`` call, every random stream is derived from the seed, and the
-only host reads are at the log interval.
+**Several processes** (:mod:`pyprobvae.distributed`, under ``torchrun``).
+``batch_size`` is the global batch :math:`B`: every rank draws the same
+permutation and takes its contiguous share of each batch of :math:`B`
+indices. The objective's network runs in ``DistributedDataParallel``, which
+averages the ranks' gradients, and rank :math:`r` descends on
+
+.. math::
+
+    \mathrm{loss}_r = \frac{W}{|b|} \sum_{n \in b_r} \ell_n,
+
+with :math:`W` ranks, :math:`b` the global batch and :math:`b_r` the
+rank's share: the average over ranks is :math:`\frac{1}{|b|} \sum_{n \in b}
+\ell_n`, the mean over the global batch, as in one process. (A last batch of
+an epoch with fewer examples than ranks is skipped; with one process none
+is.) The window of step sums is all-reduced before it is read, so that every
+rank reports the same nats per example and stops at the same step when a
+term is not finite.
 """
 
 import abc
@@ -39,6 +53,7 @@ from tqdm.auto import tqdm
 
 from ..config import SEED, Config, setting
 from ..data import iterate_minibatches
+from ..distributed import LOCAL, World
 from ..resources import resolve_device
 from .checkpoint import CheckpointError
 
@@ -81,43 +96,85 @@ class RandomState:
     generator for the shuffling and one generator on the device for each name
     in ``streams`` (e.g. the binarization), seeded ``seed + 1, seed + 2, ...``.
 
+    Under ``torch.distributed`` the shuffling generator has the run's seed on
+    every rank (they share the permutation) and the others are seeded from
+    this rank's :meth:`~pyprobvae.distributed.World.seed`; rank 0's are
+    those of one process.
+
     :param int seed: the run's seed.
     :param torch.device device: where the streams draw.
     :param streams: names of the extra device generators.
+    :param World world: the processes of the run.
     """
 
-    def __init__(self, seed: int, device: torch.device, streams: Sequence[str] = ()):
-        pyro.set_rng_seed(seed)
+    def __init__(self, seed: int, device: torch.device, streams: Sequence[str] = (), world: World = LOCAL):
+        self.seed, self.device, self.names, self.world = seed, device, tuple(streams), world
         self.shuffle = torch.Generator().manual_seed(seed)
-        self.streams = {name: torch.Generator(device=device).manual_seed(seed + 1 + i) for i, name in enumerate(streams)}
+        self._seed_rank(world.seed(seed))
 
-    def state(self) -> dict:
-        """Everything needed to continue the random draws exactly (for checkpoints)."""
+    def _seed_rank(self, seed: int) -> None:
+        pyro.set_rng_seed(seed)
+        self.streams = {name: torch.Generator(device=self.device).manual_seed(seed + 1 + i) for i, name in enumerate(self.names)}
+
+    def _own_state(self) -> dict:
         state = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
         state.update({name: generator.get_state() for name, generator in self.streams.items()})
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def restore(self, state: dict) -> None:
+    def state(self) -> dict:
         """
-        Continue the draws saved by :meth:`state`.
+        Everything needed to continue the random draws exactly (for
+        checkpoints): this rank's state, and under ``torch.distributed`` the
+        other ranks' as ``"ranks"`` (a collective: every rank calls it).
+        """
+        state = self._own_state()
+        if self.world.distributed:
+            mine = self._rank_state()
+            gathered = {name: self.world.all_gather(value) for name, value in mine.items()}
+            state["ranks"] = [{name: parts[rank].cpu() for name, parts in gathered.items()} for rank in range(1, self.world.size)]
+        return state
+
+    def _rank_state(self) -> Dict[str, torch.Tensor]:
+        """The generators a rank other than 0 keeps across a resume (its GPU's, when the run is on one)."""
+        state = {"torch": torch.get_rng_state()}
+        state.update({name: generator.get_state() for name, generator in self.streams.items()})
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def restore(self, state: dict, epoch: int = 0) -> None:
+        """
+        Continue the draws saved by :meth:`state`. A rank that the saved run
+        did not have (resuming on more processes) seeds its streams from the
+        seed, its rank and ``epoch`` instead.
 
         :raises CheckpointError: when ``state`` lacks a stream or holds one
             of another size or type (a damaged checkpoint).
         """
-        for name, current in self.state().items():
+        for name, current in self._own_state().items():
             saved = state.get(name) if isinstance(state, dict) else None
             if name == "cuda":
                 continue
             if not isinstance(saved, torch.Tensor) or saved.dtype != current.dtype or saved.shape != current.shape:
                 raise CheckpointError(f"the checkpoint's random state {name!r} is missing or damaged")
-        torch.set_rng_state(state["torch"])
         self.shuffle.set_state(state["shuffle"])
+        ranks = state.get("ranks", [])
+        if self.world.rank == 0:
+            own = state
+        elif isinstance(ranks, list) and self.world.rank <= len(ranks):
+            own = ranks[self.world.rank - 1]
+        else:
+            self._seed_rank(self.world.seed(self.seed, epoch))
+            return
+        if not isinstance(own, dict) or any(not isinstance(own.get(name), torch.Tensor) for name in ("torch", *self.names)):
+            raise CheckpointError(f"the checkpoint's random state of rank {self.world.rank} is missing or damaged")
+        torch.set_rng_state(own["torch"])
         for name, generator in self.streams.items():
-            generator.set_state(state[name])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+            generator.set_state(own[name])
+        if "cuda" in own and torch.cuda.is_available():
+            (torch.cuda.set_rng_state_all if self.world.rank == 0 else torch.cuda.set_rng_state)(own["cuda"])
 
 
 def make_optimizer(config: LoopConfig, parameters) -> torch.optim.Optimizer:
@@ -129,18 +186,23 @@ def make_optimizer(config: LoopConfig, parameters) -> torch.optim.Optimizer:
 
 class Objective(abc.ABC):
     """
-    What a :class:`Trainer` minimizes. A call on a batch returns the scalar
-    loss to descend on and a tuple of per-example terms, one per name in
+    What a :class:`Trainer` minimizes: :attr:`network`, the module whose
+    parameters are trained (and which ``DistributedDataParallel`` wraps
+    under ``torch.distributed``), and a call on a batch that returns the
+    loss of each example and a tuple of per-example terms, one per name in
     :attr:`terms`, whose sums over the epoch :meth:`record` turns into the
-    epoch's reported numbers.
+    epoch's reported numbers. The trainer descends on the mean loss.
     """
 
     terms: Tuple[str, ...] = ()
     """How to name each term in messages, e.g. ``("log-likelihood", "KL")``."""
 
+    network: nn.Module
+    """The module trained; called through the argument ``network`` of :meth:`__call__`."""
+
     @abc.abstractmethod
-    def __call__(self, *batch, step: int) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
-        """``(loss, terms)`` of a batch at global step ``step``."""
+    def __call__(self, network: nn.Module, *batch, step: int) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """``(loss per example, terms)`` of a batch at global step ``step``, computed by calling ``network``."""
 
     @abc.abstractmethod
     def record(self, means: Dict[str, float]) -> dict:
@@ -149,35 +211,45 @@ class Objective(abc.ABC):
 
 class Trainer:
     """
-    Minibatch descent on ``objective`` over the parameters of ``module``.
+    Minibatch descent on ``objective`` over the parameters of its network.
 
-    :param torch.nn.Module module: holds the parameters (and the state that
-        a roll-back restores).
-    :param Objective objective: the loss and its per-example terms.
-    :param LoopConfig config: the loop's settings.
+    :param Objective objective: the network, the loss and its per-example terms.
+    :param LoopConfig config: the loop's settings; ``batch_size`` is the
+        global batch, which the world size must divide.
     :param RandomState random: the run's random state.
+    :param World world: the processes that train together (one by default).
     """
 
-    def __init__(self, module: nn.Module, objective: Objective, config: LoopConfig, random: RandomState):
-        self.module = module
+    def __init__(self, objective: Objective, config: LoopConfig, random: RandomState, world: World = LOCAL):
         self.objective = objective
+        self.module = objective.network
         self.config = config
         self.random = random
+        self.world = world
+        world.check_batch_size(config.batch_size)
         self.device = resolve_device(config.device)
-        self.optimizer = make_optimizer(config, module.parameters())
+        self.network = world.wrap(self.module)
+        self.optimizer = make_optimizer(config, self.module.parameters())
         self.global_step = 0
         self._dtype = torch.float32 if self.device.type == "mps" else torch.float64
         self._window: List[torch.Tensor] = []
         self._window_start = 0
 
-    def step(self, *batch) -> None:
+    def steps_per_epoch(self, count: int) -> int:
+        """Steps in an epoch of ``count`` examples (:func:`steps_per_epoch`)."""
+        return steps_per_epoch(count, self.config.batch_size, self.world)
+
+    def step(self, *batch, global_count: Optional[int] = None) -> None:
         """
-        One descent step on a batch: queued on the device, nothing read back.
-        The step's term sums join the window that :meth:`check` reads.
+        One descent step on this rank's share of a global batch of
+        ``global_count`` examples (None: ``batch`` is the whole batch, in one
+        process): queued on the device, nothing read back. The step's term
+        sums join the window that :meth:`check` reads.
         """
-        loss, terms = self.objective(*batch, step=self.global_step)
-        # one (terms + 1,) vector per step: each term summed over the batch, then the loss (as a batch of its value)
-        sums = torch.stack([*terms, loss.expand_as(terms[0])]).detach().sum(-1, dtype=self._dtype)
+        losses, terms = self.objective(self.network, *batch, step=self.global_step)
+        loss = losses.sum() * (self.world.size / (len(losses) if global_count is None else global_count))
+        # one (terms + 1,) vector per step: each term and the loss summed over the rank's examples
+        sums = torch.stack([*terms, losses]).detach().sum(-1, dtype=self._dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -187,14 +259,15 @@ class Trainer:
     def check(self, epoch: int) -> torch.Tensor:
         """
         Read the window of step sums back from the device (a host
-        synchronisation) and raise :class:`NonFiniteLossError` naming the first
+        synchronisation; under ``torch.distributed`` after summing it over
+        the ranks) and raise :class:`NonFiniteLossError` naming the first
         step with a non-finite term.
 
-        :return: the sums of the terms over the window, on the host, float64.
+        :return: the sums of the terms over the window and the ranks, on the host, float64.
         """
         if not self._window:
             return torch.zeros(len(self.objective.terms), dtype=torch.float64)
-        window = torch.stack(self._window).cpu().double()
+        window = self.world.all_reduce_sum(torch.stack(self._window)).cpu().double()
         start, self._window = self._window_start, []
         self._window_start += len(window)
         finite = torch.isfinite(window)
@@ -212,7 +285,7 @@ class Trainer:
         loss = float(sums[-1])
         if math.isfinite(loss):
             return " and ".join(bad)
-        return f"{' and '.join(bad) or 'the loss is not finite'} (loss = {loss})"
+        return f"{' and '.join(bad) or 'the loss is not finite'} (summed loss = {loss})"
 
     def run(
         self,
@@ -230,14 +303,16 @@ class Trainer:
         Train from ``start_epoch + 1`` to ``config.epochs``.
 
         :param data: tensors (or None) of equal length whose rows are
-            examples, sliced together into batches (e.g. ``(x, y)``).
+            examples, sliced together into batches (e.g. ``(x, y)``); under
+            ``torch.distributed``, the whole data set on every rank.
         :param List[dict] history: the records of earlier epochs (on resume).
         :param prepare: maps a batch's slices to the objective's arguments
             (e.g. a fresh binarization), or None to pass them as they are.
         :param evaluate: ``epoch -> dict`` of held-out numbers, merged into
-            the epoch's record (in eval mode).
-        :param save: ``(epoch, history)`` after each epoch, e.g. a checkpoint.
-        :param bool progress: show a progress bar and a line per epoch.
+            the epoch's record (in eval mode; called on every rank).
+        :param save: ``(epoch, history)`` after each epoch, e.g. a
+            checkpoint (called on every rank).
+        :param bool progress: show a progress bar and a line per epoch (rank 0 only).
         :param describe_stop: ``epoch -> text`` appended to the message of a
             non-finite loss (what was kept).
         :raises NonFiniteLossError: on a NaN or infinite term, or a
@@ -247,13 +322,12 @@ class Trainer:
             and ``epoch`` and ``seconds``.
         """
         history = list(history or [])
-        count = len(data[0])
-        steps_per_epoch = math.ceil(count / self.config.batch_size)
-        self.global_step = start_epoch * steps_per_epoch
+        progress = progress and self.world.is_main
+        self.global_step = start_epoch * self.steps_per_epoch(len(data[0]))
         for epoch in range(start_epoch + 1, self.config.epochs + 1):
             snapshot = self._snapshot()
             try:
-                record = self._epoch(epoch, data, count, steps_per_epoch, prepare, progress)
+                record = self._epoch(epoch, data, prepare, progress)
                 if evaluate is not None:
                     self.module.eval()
                     record.update(evaluate(epoch))
@@ -272,24 +346,30 @@ class Trainer:
         self.module.eval()
         return history
 
-    def _epoch(self, epoch, data, count, steps_per_epoch, prepare, progress) -> dict:
+    def _epoch(self, epoch, data, prepare, progress) -> dict:
         self.module.train()
         started = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}", disable=not progress, leave=False)
+        count = len(data[0])
+        bar = tqdm(total=self.steps_per_epoch(count), desc=f"epoch {epoch}/{self.config.epochs}", disable=not progress, leave=False)
         totals = torch.zeros(len(self.objective.terms), dtype=torch.float64)
         self._window, self._window_start = [], 0
+        seen = 0
         batches = iterate_minibatches(count, self.config.batch_size, True, self.random.shuffle, data[0].device)
         for step, idx in enumerate(batches, start=1):
-            batch = tuple(None if t is None else t[idx] for t in data)
-            self.step(*(batch if prepare is None else prepare(*batch)))
+            if len(idx) < self.world.size:  # a last batch too small to share out
+                break
+            part = self.world.shard(idx)
+            batch = tuple(None if t is None else t[part] for t in data)
+            self.step(*(batch if prepare is None else prepare(*batch)), global_count=len(idx))
+            seen += len(idx)
             bar.update()
             if step % self.config.log_every == 0:
                 totals += self.check(epoch)
-                bar.set_postfix(self._headline(totals, min(step * self.config.batch_size, count)), refresh=False)
+                bar.set_postfix(self._headline(totals, seen), refresh=False)
         totals += self.check(epoch)
         bar.close()
         record = {"epoch": epoch}
-        record.update(self._means(totals, count))
+        record.update(self._means(totals, seen))
         record["seconds"] = time.perf_counter() - started
         return record
 
@@ -310,6 +390,12 @@ class Trainer:
         module_state, optimizer_state = snapshot
         self.module.load_state_dict(module_state)
         self.optimizer.load_state_dict(optimizer_state)
+
+
+def steps_per_epoch(count: int, batch_size: int, world: World = LOCAL) -> int:
+    """Steps in an epoch of ``count`` examples: one per global batch of ``batch_size``, but for a last batch smaller than the world."""
+    full, rest = divmod(count, batch_size)
+    return full + int(rest >= world.size and rest > 0)
 
 
 def _check_record(record: dict, epoch: int) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import setting
 from ..data import iterate_minibatches
+from ..distributed import LOCAL, World, current_world
 from .loop import LoopConfig, Objective, RandomState, Trainer
 
 # Batch size of the held-out NLL, which needs no gradients.
@@ -30,27 +31,45 @@ class PriorTrainConfig(LoopConfig):
     """Share of the training codes held out to choose the epoch whose parameters the prior keeps."""
 
 
+class CodeLogLikelihood(nn.Module):
+    """``forward(codes)`` is ``prior.log_prob(codes)``, per sequence: the module that trains (and that ``DistributedDataParallel`` wraps)."""
+
+    def __init__(self, prior: nn.Module):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob(codes)
+
+
 class CodeNLL(Objective):
-    r""":math:`-\operatorname{mean}_n \log p(c_n)` in nats per sequence, with teacher forcing."""
+    r""":math:`-\log p(c_n)` in nats per sequence, with teacher forcing (the trainer takes the mean)."""
 
     terms = ("NLL",)
 
     def __init__(self, prior: nn.Module):
-        self.prior = prior
+        self.network = CodeLogLikelihood(prior)
 
-    def __call__(self, codes, *, step: int):
-        nll = -self.prior.log_prob(codes)
-        return nll.mean(), (nll,)
+    def __call__(self, network, codes, *, step: int):
+        nll = -network(codes)
+        return nll, (nll,)
 
     def record(self, means):
         return {"train_nll": means["NLL"]}
 
 
 @torch.no_grad()
-def dataset_nll(prior: nn.Module, codes: torch.Tensor) -> float:
-    r"""Mean :math:`-\log p(c)` over the rows of ``codes`` (nats per sequence), in batches."""
-    batches = iterate_minibatches(len(codes), EVAL_BATCH_SIZE, False, device=codes.device)
-    return float(sum(-prior.log_prob(codes[idx]).double().sum() for idx in batches)) / len(codes)
+def dataset_nll(prior: nn.Module, codes: torch.Tensor, world: World = LOCAL) -> float:
+    r"""
+    Mean :math:`-\log p(c)` over the rows of ``codes`` (nats per sequence),
+    in batches; under ``torch.distributed`` each rank takes a share of the rows.
+    """
+
+    def nll_sum(part):
+        batches = iterate_minibatches(len(part), EVAL_BATCH_SIZE, False, device=codes.device)
+        return sum(-prior.log_prob(codes[part[idx]]).double().sum() for idx in batches)
+
+    return world.sum_over_shards(len(codes), codes.device, nll_sum) / len(codes)
 
 
 def train_prior(
@@ -105,19 +124,20 @@ def train_prior(
         validation_codes = prior.check_codes(validation_codes, full_length=True, values=True)
     if len(train_codes) < 1:
         raise ValueError("train_codes holds no sequences")
-    random = RandomState(config.seed, train_codes.device)
-    trainer = Trainer(prior, CodeNLL(prior), config, random)
+    world = current_world()
+    random = RandomState(config.seed, train_codes.device, world=world)
+    trainer = Trainer(CodeNLL(prior), config, random, world)
     best = {"nll": math.inf, "state": None, "epoch": None}
 
     def evaluate(epoch):
         numbers = {}
         if validation_codes is not None:
-            numbers["validation_nll"] = dataset_nll(prior, validation_codes)
+            numbers["validation_nll"] = dataset_nll(prior, validation_codes, world)
             if numbers["validation_nll"] < best["nll"]:
                 best.update(nll=numbers["validation_nll"], epoch=epoch)
                 best["state"] = {name: value.detach().clone() for name, value in prior.state_dict().items()}
         if test_codes is not None:
-            numbers["test_nll"] = dataset_nll(prior, test_codes)
+            numbers["test_nll"] = dataset_nll(prior, test_codes, world)
         return numbers
 
     history = trainer.run(

@@ -10,7 +10,6 @@ in module-level state. That is the shape ``torch.distributed`` needs:
 each process seeds its own generators.
 """
 
-import math
 import os
 from dataclasses import dataclass, fields
 from typing import List, Optional
@@ -23,8 +22,9 @@ from ..data import Dataset, binarize, iterate_minibatches
 from .checkpoint import CheckpointError, check_weights, load_checkpoint, save_checkpoint
 from .elbo import ELBOTerms
 from .estimators import ESTIMATORS, Estimator, PathwiseELBO, make_estimator
+from ..distributed import current_world
 from ..resources import resolve_device
-from .loop import LoopConfig, Objective, RandomState, Trainer
+from .loop import LoopConfig, Objective, RandomState, Trainer, steps_per_epoch
 
 BINARIZATIONS = ("threshold", "dynamic")
 
@@ -92,7 +92,8 @@ class ELBOLoss(nn.Module):
 
 class ELBOObjective(Objective):
     r"""
-    The training objective of :func:`fit`, in nats per example:
+    The training objective of :func:`fit`, in nats per example (the
+    :class:`~pyprobvae.infer.loop.Trainer` takes the mean over the global batch):
 
     .. math::
 
@@ -110,17 +111,16 @@ class ELBOObjective(Objective):
     terms = ("log-likelihood", "KL", "penalty")
 
     def __init__(self, loss: ELBOLoss, warmup_steps: int = 0):
-        self.loss = loss
+        self.network = loss
         self.warmup_steps = warmup_steps
 
     def kl_weight(self, step: int) -> float:
         r""":math:`\beta` at global step ``step`` (counted from 0)."""
         return 1.0 if self.warmup_steps == 0 else min(1.0, (step + 1) / self.warmup_steps)
 
-    def __call__(self, x, y=None, *, step: int):
-        terms = self.loss(x, y)
-        loss = -(terms.log_likelihood - self.kl_weight(step) * terms.kl - terms.penalty).mean()
-        return loss, tuple(terms)
+    def __call__(self, network, x, y=None, *, step: int):
+        terms = network(x, y)
+        return -(terms.log_likelihood - self.kl_weight(step) * terms.kl - terms.penalty), tuple(terms)
 
     def record(self, means):
         record = {"train_elbo": means["log-likelihood"] - means["KL"], "train_kl": means["KL"]}
@@ -197,7 +197,7 @@ def _resume(model, optimizer, random, config, checkpoint):
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {checkpoint} holds weights or an optimizer state that do not fit the model ({str(e).splitlines()[0]})") from e
-    random.restore(state["rng"])
+    random.restore(state["rng"], state["epoch"])
     return state["epoch"], state["history"]
 
 
@@ -236,6 +236,7 @@ def fit(
         ``train_penalty`` for models whose guide adds penalties (the VQ-VAE).
     """
     config = config or TrainConfig()
+    world = current_world()
     device = resolve_device(config.device)
     model.to(device)
     train = train.to(device)
@@ -244,10 +245,10 @@ def fit(
         test = test.to(device)
         test_x, test_y = evaluation_data(test, config.binarize), model.labels(test)
         model.likelihood.check_data(test_x, "test data")
-    random = RandomState(config.seed, device, streams=("binarize",))
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    random = RandomState(config.seed, device, streams=("binarize",), world=world)
     loss = ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl))
-    trainer = Trainer(model, ELBOObjective(loss, config.kl_warmup_epochs * steps_per_epoch), config, random)
+    warmup_steps = config.kl_warmup_epochs * steps_per_epoch(len(train_x), config.batch_size, world)
+    trainer = Trainer(ELBOObjective(loss, warmup_steps), config, random, world)
     start_epoch, history = 0, []
     if resume:
         if checkpoint is None or not os.path.exists(checkpoint):
@@ -257,22 +258,25 @@ def fit(
     def prepare(x, y):
         return torch.bernoulli(x, generator=random.streams["binarize"]), y
 
+    def test_elbo_sum(part):
+        y = None if test_y is None else test_y[part]
+        return dataset_elbo(model, test_x[part], y, analytic_kl=config.analytic_kl).elbo.double().sum()
+
     def evaluate(epoch):
-        return {"test_elbo": float(dataset_elbo(model, test_x, test_y, analytic_kl=config.analytic_kl).elbo.double().mean())}
+        return {"test_elbo": world.sum_over_shards(len(test_x), device, test_elbo_sum) / len(test_x)}
 
     def save(epoch, history):
-        save_checkpoint(
-            {
-                "model_config": model.config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": trainer.optimizer.state_dict(),
-                "train_config": config.to_dict(),
-                "epoch": epoch,
-                "history": history,
-                "rng": random.state(),
-            },
-            checkpoint,
-        )
+        state = {
+            "model_config": model.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "train_config": config.to_dict(),
+            "epoch": epoch,
+            "history": history,
+            "rng": random.state(),  # every rank takes part: it gathers their random states
+        }
+        if world.is_main:
+            save_checkpoint(state, checkpoint)
 
     def kept(epoch):
         if checkpoint and epoch > 1:

@@ -18,6 +18,7 @@ import torch
 
 from .. import plots
 from ..data import load_dataset
+from ..distributed import World, current_world
 from ..evaluation import EvaluationConfig, load_or_train_classifier, sample_scores
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
 from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit, load_checkpoint
@@ -63,42 +64,65 @@ def train(
         is not finite (a replaced run is then kept).
     :return: the metrics written to ``metrics.json``.
     """
-    check_writable(directory, directory=True)
-    finish_replacement(directory)
-    data = data.absolute()
-    train_split, test_split = (load_dataset(data.dataset, split, data.data_dir) for split in ("train", "test"))
-    model = model.for_data(train_split)
-    training = dict(training or {})
-    training.setdefault("binarize", default_binarization(model.likelihood, train_split))
-    config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
-    if resume:
-        _check_resumable(directory, config)
-        _check_run_outputs(directory)
-        remove_temporary_files(directory)
-        target = directory
-    else:
-        existed = os.path.isdir(directory)
-        target = _new_run_folder(directory, overwrite)
+    world = current_world()
+    with world.together():  # rank 0 alone reads and prepares the folder; an error on any rank stops them all
+        if world.is_main:
+            check_writable(directory, directory=True)
+            finish_replacement(directory)
+        data = data.absolute()
+        train_split, test_split = (load_dataset(data.dataset, split, data.data_dir) for split in ("train", "test"))
+        model = model.for_data(train_split)
+        training = dict(training or {})
+        training.setdefault("binarize", default_binarization(model.likelihood, train_split))
+        config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
+        world.check_batch_size(config.train.batch_size)
+        target = existed = None
+        if world.is_main:
+            target, existed = _prepare_run_folder(directory, config, resume, overwrite)
     try:
-        metrics = _train_into(target, config, train_split, test_split, resume, progress)
+        metrics = _train_into(target or directory, config, train_split, test_split, resume, progress, world)
     except BaseException:
-        if target != directory:  # the replacement failed: the run it was to replace stays
-            shutil.rmtree(target, ignore_errors=True)
-        elif not resume and not os.path.exists(os.path.join(target, CHECKPOINT)):
-            _remove_unstarted_run(target, existed)  # nothing to resume: leave the folder as it was
+        if world.is_main:
+            _undo_unfinished_run(directory, target, resume, existed)
         raise
-    if target != directory:
+    if world.is_main and target != directory:
         replace_directory(target, directory)
     return metrics
 
 
-def _train_into(target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool) -> dict:
+def _prepare_run_folder(directory: str, config: RunConfig, resume: bool, overwrite: bool) -> Tuple[str, bool]:
+    """
+    The folder a run trains into (``directory`` itself, or one beside it that
+    replaces it when complete), checked and tidied, and whether
+    ``directory`` existed before.
+    """
+    existed = os.path.isdir(directory)
+    if resume:
+        _check_resumable(directory, config)
+        _check_run_outputs(directory)
+        remove_temporary_files(directory)
+        return directory, existed
+    return _new_run_folder(directory, overwrite), existed
+
+
+def _undo_unfinished_run(directory: str, target: str, resume: bool, existed: bool) -> None:
+    """After a failed run: a replacement is removed (the run it was to replace stays); a new run without a checkpoint is undone."""
+    if target != directory:
+        shutil.rmtree(target, ignore_errors=True)
+    elif not resume and not os.path.exists(os.path.join(target, CHECKPOINT)):
+        _remove_unstarted_run(target, existed)  # nothing to resume: leave the folder as it was
+
+
+def _train_into(target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool, world: World) -> dict:
+    """Train (every rank), then evaluate and write the run's files (rank 0; the others return an empty dict)."""
     pyro.set_rng_seed(config.train.seed)
     with limit_allocations(PARAMETER_SHARE, f"the model ({_sizes(config.model)})"):
         built = build_model(config.model)
-    if not resume:
+    if not resume and world.is_main:
         write_config(target, config)
     history = fit(built, train_split, test_split, config.train, os.path.join(target, CHECKPOINT), resume, progress)
+    if not world.is_main:
+        return {}
     write_config(target, config)
     run = Run(target, config.train.device)
     metrics = evaluate(run)
@@ -211,7 +235,11 @@ def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config
         ``prior_history``.
     """
     prior, config = prior or TransformerPriorConfig(), config or PriorTrainConfig(device=str(run.device))
-    _check_run_outputs(run.directory)
+    world = current_world()
+    with world.together():
+        world.check_batch_size(config.batch_size)
+        if world.is_main:
+            _check_run_outputs(run.directory)
     codes = run.model.prior_training_codes(run.model_data("train"))
     test_codes = run.model.prior_training_codes(run.model_data("test"))
     order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(config.seed)).to(codes.device)
@@ -222,6 +250,8 @@ def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config
     with limit_allocations(PARAMETER_SHARE, f"the prior ({_sizes(prior)})", run.device):
         module = run.model.attach_code_prior(prior)
     history = fit_prior(module, codes[order[held_out:]], test_codes, config, progress, validation_codes=codes[order[:held_out]])
+    if not world.is_main:
+        return {}
     run.prior_history = history
     run.save_model(prior_history=history)
     metrics = evaluate(run)

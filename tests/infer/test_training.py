@@ -406,17 +406,17 @@ def test_dataset_elbo_does_not_depend_on_batch_size(digits):
 
 
 def test_the_objective_descends_on_the_mean_per_example_loss():
-    """The gradient of the training objective is that of -mean_n(ll_n - beta kl_n):
-    check on the same random numbers."""
+    """The objective's per-example loss is -(ll_n - beta kl_n), and the mean the
+    trainer descends on has that gradient: check on the same random numbers."""
     vae = _vae()
     x = torch.randint(0, 17, (30, 1, 8, 8), generator=torch.Generator().manual_seed(0)) / 16.0
     beta = 0.3
     objective = ELBOObjective(ELBOLoss(vae), warmup_steps=10)
     pyro.set_rng_seed(0)
-    loss, terms = objective(x, step=2)  # beta = (2 + 1) / 10
+    losses, terms = objective(objective.network, x, step=2)  # beta = (2 + 1) / 10
     terms = training.ELBOTerms(*terms)
-    assert terms.log_likelihood.shape == terms.kl.shape == (30,)
-    loss.backward()
+    assert losses.shape == terms.log_likelihood.shape == terms.kl.shape == (30,)
+    losses.mean().backward()
     applied = {name: p.grad.clone() for name, p in vae.named_parameters()}
 
     pyro.set_rng_seed(0)
