@@ -23,12 +23,11 @@ import typing
 from typing import Optional, Tuple
 
 import torch
-import torch.distributed as dist
 
 from . import __version__
 from .config import SEED, ConfigError, field_docs, field_types, limits, optional_inner, value_problem
 from .data import DataError
-from .distributed import PeerError, current_world, init_from_environment, launched_size, shut_down
+from .distributed import PeerError, current_world, init_from_environment, launched_size, lost_peer, shut_down
 from .evaluation import EvaluationConfig
 from .files import OutputPathError, finish_replacement
 from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
@@ -451,8 +450,8 @@ def main(argv=None) -> int:
     except Exception as e:
         if isinstance(e, USER_ERRORS) or (isinstance(e, ValueError) and _raised_here(e)):
             message = _first_line(e)
-        elif isinstance(e, dist.DistError):
-            message = f"lost contact with the other processes of the run ({_first_line(e)})"
+        elif lost_peer(e):
+            message = f"lost contact with the other processes of the run ({_first_line(e).split('. ')[0]})"
         elif isinstance(e, OSError):
             message = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else _first_line(e)
         elif _out_of_memory(e):

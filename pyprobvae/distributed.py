@@ -180,7 +180,7 @@ class World:
             flag = torch.tensor([float(failed is not None)])
             self.all_reduce_sum(flag)
             if failed is None and flag.item() > 0:
-                raise PeerError(f"{self.describe()}: another process of the run failed (its message says why)")
+                raise PeerError("another process of the run failed (its message says why)")
         if failed is not None:
             raise failed
 
@@ -218,8 +218,21 @@ def _collective(operation, *args):
     """Run a collective; a lost or failed peer becomes :class:`PeerError`."""
     try:
         operation(*args)
-    except (RuntimeError, dist.DistError) as e:
-        raise PeerError(f"{current_world().describe()}: lost contact with the other processes ({str(e).splitlines()[0]})") from e
+    except RuntimeError as e:
+        reason = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
+        raise PeerError(f"lost contact with the other processes ({reason})") from e
+
+
+LOST_PEER_SIGNS = ("gloo", "nccl", "connection reset", "connection closed", "remote worker", "timed out")
+"""Words of the errors a backend raises, mid-collective, when another rank is gone or hangs (DDP's backward raises them as plain RuntimeErrors)."""
+
+
+def lost_peer(error: BaseException) -> bool:
+    """Whether ``error``, raised in a process of a distributed run, says that another rank is gone or hangs."""
+    if isinstance(error, (PeerError, dist.DistError)):
+        return True
+    text = str(error).lower()
+    return current_world().distributed and isinstance(error, RuntimeError) and any(sign in text for sign in LOST_PEER_SIGNS)
 
 
 def current_world() -> World:

@@ -1,0 +1,38 @@
+"""``torchrun -m pyprobvae``: the launch users type, end to end (train, train-prior, then a one-process verb)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .launch import ROOT
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+
+
+def _run(*argv, timeout=300):
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_python_m_pyprobvae_is_the_command():
+    done = _run("-m", "pyprobvae", "--version")
+    assert done.returncode == 0 and done.stdout.startswith("pyprobvae ")
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_vqvae_and_its_prior(tmp_path):
+    folder = str(tmp_path / "vq")
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pyprobvae"]
+    done = _run(*torchrun, "train", "--model", "vqvae", "--ema", "--hidden", "32", "--codebook-size", "16", "--epochs", "2",
+                "--out", folder, "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run folder:") == 1  # rank 0 reports, the other is quiet
+    done = _run(*torchrun, "train-prior", folder, "--epochs", "2", "--layers", "1", "--d-model", "32", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(os.path.join(folder, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert len(metrics["history"]) == 2 and len(metrics["prior_history"]) == 2
+    done = _run("-m", "pyprobvae", "sample", folder, "--n", "4", "--out", str(tmp_path / "samples.png"))
+    assert done.returncode == 0, done.stderr
