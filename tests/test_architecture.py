@@ -13,7 +13,7 @@ PACKAGE = os.path.dirname(pyprobvae.__file__)
 
 # Bottom to top: a unit may import units of its own layer or below, never above.
 LAYERS = [
-    {"config", "validation", "files", "resources", "interpolation", "distributions"},
+    {"config", "validation", "files", "resources", "distributed", "interpolation", "distributions"},
     {"data", "networks", "likelihoods", "plots"},
     {"families", "priors"},
     {"infer"},

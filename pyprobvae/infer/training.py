@@ -5,9 +5,11 @@ Training by stochastic variational inference.
 model with the one training loop (:class:`~pyprobvae.infer.loop.Trainer`).
 Everything a run depends on is explicit: the model, the data, a
 :class:`TrainConfig`, and random generators seeded from it; nothing is kept
-in module-level state. That is the shape ``torch.distributed`` needs:
-:class:`ELBOLoss` is the module to wrap in ``DistributedDataParallel``, and
-each process seeds its own generators.
+in module-level state. Under ``torch.distributed`` (``torchrun``), :func:`fit`
+trains on the process group: :class:`ELBOLoss` runs in
+``DistributedDataParallel``, ``batch_size`` is the global batch, every rank
+seeds its own generators, the reported numbers are all-reduced, and rank 0
+writes the checkpoint (:mod:`pyprobvae.distributed`).
 """
 
 import os
@@ -221,6 +223,12 @@ def fit(
     :class:`~pyprobvae.infer.loop.NonFiniteLossError` naming the epoch, the
     step and the term; the model is rolled back to the start of that epoch
     and the last good checkpoint stays in place.
+
+    Called in every process of an initialized process group (as ``torchrun``
+    starts them), it trains them together: each rank needs the whole of
+    ``train`` and ``test``, takes its share of every global batch and of
+    the held-out set, and gets the same history; rank 0 alone writes
+    ``checkpoint``, which every rank reads on ``resume``.
 
     :param model: a :class:`~pyprobvae.models.base.LatentVariableModel`.
     :param Dataset train: training split.

@@ -49,6 +49,9 @@ def results(tmp_path_factory):
     _launch([{**r, "folder": f"two/{r['folder']}"} for r in fresh]
             + [{**vq, "resume": True, "folder": "one-then-two"}, {**vq, "epochs": 1, "folder": "two-then-one"}], out, 2)
     _launch([{**vq, "resume": True, "folder": "two-then-one"}], out, 1)
+    drawn = {**fresh[0], "example_noise": False}
+    _launch([{**drawn, "folder": "two-straight"}, {**drawn, "epochs": 1, "folder": "two-interrupted"}], out, 2)
+    _launch([{**drawn, "resume": True, "folder": "two-interrupted"}], out, 2)
     return lambda folder: torch.load(out / folder / "result.pt")
 
 
@@ -86,3 +89,11 @@ def test_a_run_resumes_at_another_world_size(results, folder):
     assert resumed["world_size"] == (2 if folder == "one-then-two" else 1)
     _assert_same_parameters(straight["state"], resumed["state"])
     assert [r["test_elbo"] for r in resumed["history"]] == pytest.approx([r["test_elbo"] for r in straight["history"]], rel=NUMBER_TOLERANCE)
+
+
+def test_a_run_resumed_at_the_same_world_size_is_the_uninterrupted_run(results):
+    """Every rank's random stream (here the guides' noise) continues from the checkpoint: the result is exact."""
+    resumed, straight = results("two-interrupted"), results("two-straight")
+    for name, value in straight["state"].items():
+        assert torch.equal(resumed["state"][name], value), name
+    assert resumed["history"][-1]["test_elbo"] == straight["history"][-1]["test_elbo"]

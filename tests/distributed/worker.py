@@ -14,7 +14,8 @@ Scenarios:
   ``epochs`` at global batch ``batch_size``, checkpointed in OUT/``folder``
   (and continued from there with ``resume``); rank 0 writes
   OUT/``folder``/result.pt: the parameters, the history, how many code
-  restarts there were and the world size. The Gaussian guides' noise is a fixed
+  restarts there were and the world size. With ``"example_noise": false``
+  the guides draw their noise from the rank's random stream, as in use. The Gaussian guides' noise is a fixed
   function of each example's mean (:func:`_noise_of_the_example`), so that
   one process and several see the same noise and the comparison measures the
   sharding, the loss scaling, the gradient averaging and the reductions
@@ -54,7 +55,7 @@ def _fit(task, out):
     from pyprobvae.infer import TrainConfig, fit
     from tests.common import tiny_model
 
-    torch.distributions.Normal.rsample = _noise_of_the_example
+    drawn = torch.distributions.Normal.rsample
     world = init_from_environment("cpu")
     train, test = _data()
     restarts = []
@@ -69,6 +70,7 @@ def _fit(task, out):
         folder = os.path.join(out, run["folder"])
         os.makedirs(folder, exist_ok=True)
         restarts.clear()
+        torch.distributions.Normal.rsample = _noise_of_the_example if run.get("example_noise", True) else drawn
         model = tiny_model(run["model"], seed=0, **run.get("settings", {}))
         config = TrainConfig(epochs=run["epochs"], batch_size=run["batch_size"], seed=0)
         history = fit(model, train, test, config, os.path.join(folder, "checkpoint.pt"), run.get("resume", False), progress=False)
