@@ -25,7 +25,7 @@ def test_python_m_pyprobvae_is_the_command():
 def test_torchrun_trains_a_vqvae_and_its_prior(tmp_path):
     folder = str(tmp_path / "vq")
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pyprobvae"]
-    done = _run(*torchrun, "train", "--model", "vqvae", "--ema", "--hidden", "32", "--codebook-size", "16", "--epochs", "2",
+    done = _run(*torchrun, "train", "--model", "vqvae", "--ema", "--hidden", "32", "--codebook-size", "16", "--epochs", "2", "--iwae-samples", "20",
                 "--out", folder, "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run folder:") == 1  # rank 0 reports, the other is quiet
