@@ -12,6 +12,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
     "script, args",
     [
         ("vae_digits.py", ["--epochs", "2", "--iwae-samples", "10"]),
+        ("vae_distributed.py", ["--epochs", "2"]),
         ("vae_stock_pyro_svi.py", ["--steps", "20"]),
         ("guides_2d.py", ["--steps", "20", "--eval-samples", "5000", "--grid", "101"]),
         ("bimodal_posterior.py", ["--steps", "20"]),
@@ -23,7 +24,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
     ],
 )
 def test_example_runs(script, args, tmp_path):
-    if script in ("vae_digits.py", "bimodal_posterior.py", "ae_vae_cvae.py", "cvae_digits.py", "vqvae_digits.py", "vqvae_text.py"):
+    if script in ("vae_digits.py", "vae_distributed.py", "bimodal_posterior.py", "ae_vae_cvae.py", "cvae_digits.py", "vqvae_digits.py", "vqvae_text.py"):
         args = [*args, "--out", str(tmp_path / "out")]  # a folder of its own (the corpus sits beside it)
     if "text:CORPUS" in args:  # a small file keeps the example fast
         corpus = tmp_path / "corpus.txt"
