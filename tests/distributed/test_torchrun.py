@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from pyprobvae.data import load_dataset
 
 from .launch import ROOT
 
@@ -23,9 +26,13 @@ def test_python_m_pyprobvae_is_the_command():
 
 @pytest.mark.slow
 def test_torchrun_trains_a_vqvae_and_its_prior(tmp_path):
+    # 400 unlabelled digits: no classifier to train for the sample scores, so the test times the launch, not the evaluation
+    data = str(tmp_path / "digits.npz")
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    np.savez(data, x_train=(train.x[:300] * 16).round().numpy().astype(np.int64), x_test=(test.x[:100] * 16).round().numpy().astype(np.int64))
     folder = str(tmp_path / "vq")
     torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "pyprobvae"]
-    done = _run(*torchrun, "train", "--model", "vqvae", "--ema", "--hidden", "32", "--codebook-size", "16", "--epochs", "2", "--iwae-samples", "20",
+    done = _run(*torchrun, "train", "--dataset", data, "--model", "vqvae", "--ema", "--hidden", "32", "--codebook-size", "16", "--epochs", "2", "--iwae-samples", "20",
                 "--out", folder, "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run folder:") == 1  # rank 0 reports, the other is quiet
