@@ -303,14 +303,19 @@ def _train(args):
         training = _pick(given, TrainConfig)
         evaluation = EvaluationConfig(**_pick(given, EvaluationConfig))
     stem = os.path.basename(data.dataset).replace(".npz", "").replace("text:", "")
-    started = world.broadcast(torch.tensor([time.time()], dtype=torch.float64)).item()  # rank 0's clock names the folder
-    out = args.out or os.path.join("runs", f"{stem}-{model.model}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}")
+    out = args.out or _default_run_folder(stem, model.model, world)
     if args.resume and args.overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it: give one")
     metrics = verbs.train(out, data, model, training, evaluation, args.resume, args.overwrite, progress=not args.quiet)
     if world.is_main:
         print(json.dumps(_summary(model.model, metrics)))
         print(f"run folder: {os.path.abspath(out)}")
+
+
+def _default_run_folder(stem: str, model: str, world) -> str:
+    """``runs/STEM-MODEL-TIME``, by rank 0's clock on every rank."""
+    started = world.broadcast(torch.tensor([time.time()], dtype=torch.float64)).item()
+    return os.path.join("runs", f"{stem}-{model}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}")
 
 
 def _summary(model: str, metrics: dict) -> dict:

@@ -33,6 +33,7 @@ fails at once; a rank that hangs is caught by the process group's timeout,
 
 import contextlib
 import datetime
+import functools
 import inspect
 import os
 from dataclasses import dataclass
@@ -56,14 +57,10 @@ class PeerError(RuntimeError):
 
 @dataclass(frozen=True)
 class World:
-    """
-    The processes of a run: this one's ``rank`` among ``size``, and its
-    ``local_rank`` on its machine (which picks its GPU).
-    """
+    """The processes of a run: this one's ``rank`` among ``size``."""
 
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -88,18 +85,13 @@ class World:
             return seed
         return int(np.random.SeedSequence((seed, self.rank, *more)).generate_state(1)[0])
 
-    def check_batch_size(self, batch_size: int, what: str = "--batch-size") -> int:
-        """
-        The per-rank batch of a global ``batch_size``.
-
-        :raises ValueError: when the world size does not divide it.
-        """
+    def check_batch_size(self, batch_size: int) -> None:
+        """:raises ValueError: when the world size does not divide the global ``batch_size``."""
         if batch_size % self.size:
             raise ValueError(
-                f"{what} {batch_size} is the global batch, split evenly over {self.size} processes: "
+                f"--batch-size {batch_size} is the global batch, split evenly over {self.size} processes: "
                 f"give a multiple of {self.size}"
             )
-        return batch_size // self.size
 
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous share of a global batch's ``indices`` (sizes differ by at most one)."""
@@ -236,10 +228,15 @@ def lost_peer(error: BaseException) -> bool:
 
 
 def current_world() -> World:
-    """The world of the initialized process group, or :data:`LOCAL`."""
+    """The world of the initialized process group, or :data:`LOCAL` (asked at every training forward of a quantizer: cheap)."""
     if not dist.is_available() or not dist.is_initialized():
         return LOCAL
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+    return _world_of(dist.group.WORLD)
+
+
+@functools.lru_cache(maxsize=1)
+def _world_of(group) -> World:
+    return World(dist.get_rank(group), dist.get_world_size(group))
 
 
 def launched_size() -> int:
@@ -279,17 +276,20 @@ def init_from_environment(device: str) -> World:
     size = launched_size()
     if size <= 1 or dist.is_initialized():
         return current_world()
-    kind = torch.device(device).type if device else "cpu"
-    if kind not in ("cpu", "cuda") or (kind == "cuda" and torch.device(device).index is not None):
+    try:
+        named = torch.device(device)
+    except (RuntimeError, TypeError):
+        named = None
+    if named is None or named.type not in ("cpu", "cuda") or (named.type == "cuda" and named.index is not None):
         raise ValueError(
             f"--device {device} under torchrun: give cpu, or cuda (each process takes the GPU of its local rank)"
         )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if kind == "cuda":
+    if named.type == "cuda":
         if not torch.cuda.is_available() or local_rank >= torch.cuda.device_count():
             raise ValueError(f"process {local_rank} on this machine needs GPU {local_rank}, but it has {torch.cuda.device_count()}")
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if kind == "cuda" else "gloo", timeout=timeout())
+    dist.init_process_group("nccl" if named.type == "cuda" else "gloo", timeout=timeout())
     return current_world()
 
 
