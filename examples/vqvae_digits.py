@@ -4,7 +4,8 @@ A VQ-VAE on scikit-learn's 8x8 digits with the Python API, both stages:
 1. train the encoder, the codebook and the decoder under the uniform prior
    over codes (the ELBO's KL is the constant P log K);
 2. fit a causal transformer to the codes of the training set, and sample
-   codes from it to generate digits.
+   codes from it to generate digits (temperature, top-k, top-p), or to
+   complete the bottom half of test digits from the codes of their top half.
 
     python examples/vqvae_digits.py --epochs 100 --prior-epochs 50 --out runs/example-vqvae
 """
@@ -51,6 +52,12 @@ def main(argv=None):
     plots.save_image_grid(vq.sample(64), os.path.join(args.out, "samples.png"), nrow=8, title="transformer prior")
     plots.save_image_grid(vq.sample(64, temperature=0.7, top_k=8), os.path.join(args.out, "samples-t0.7-top8.png"),
                           nrow=8, title="temperature 0.7, top 8")
+    plots.save_image_grid(vq.sample(64, top_p=0.9), os.path.join(args.out, "samples-top-p0.9.png"), nrow=8,
+                          title="nucleus, top-p 0.9")
+    # image completion: keep the codes of the top half of each test digit, draw the rest from the prior
+    completed = vq.complete(test.x[:16], vq.prefix_positions())
+    plots.save_reconstructions(test.x[:16], completed, os.path.join(args.out, "completions.png"),
+                               title="top half kept, bottom half drawn", labels=("test", "completed"))
     print(f"test_nll: -log p(x|z_q) - log p(codes), nats per image; pictures in {args.out}")
 
 

@@ -40,6 +40,10 @@ def main(argv=None):
     torch.manual_seed(0)
     for text in decode_text(run.model.sample(4, temperature=0.8), run.vocabulary):
         print(f"--- sample, temperature 0.8 ---\n{text}")
+    print(json.dumps({"real words in 50 prior samples": stage2["sample_scores"]["prior"]}))
+    # continue a prompt: its codes are kept, the rest drawn from the prior (as `pyprobvae sample --prompt`)
+    for text in decode_text(verbs.continue_prompt(run, "Return the ", verbs.sampling_plan(run, 2, top_p=0.9)), run.vocabulary):
+        print(f"--- continuation of 'Return the ', top-p 0.9 ---\n{text}")
     print(f"test_nll: nats per 64-character sequence; run folder {args.out}")
 
 

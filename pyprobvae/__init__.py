@@ -8,6 +8,6 @@ from .evaluation import evaluate
 from .infer import TrainConfig, fit
 from .models import VAE, build_model, build_vae, model_config
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["Dataset", "TrainConfig", "VAE", "build_model", "build_vae", "evaluate", "fit", "from_arrays", "load_dataset", "model_config"]

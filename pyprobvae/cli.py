@@ -211,6 +211,13 @@ def _add_run_commands(commands):
             "fitted to the training codes (fitted)", choices=CODE_SOURCES)
     _option(p, "--top-k", "runs with discrete codes and a trained prior: draw each code from the K most likely only",
             int, minimum=1, maximum=65536)
+    _option(p, "--top-p", "runs with discrete codes and a trained prior: draw each code from the most likely codes that "
+            "together hold probability P (nucleus sampling)", float, above=0, maximum=1)
+    group = p.add_mutually_exclusive_group()
+    _option(group, "--complete", "runs with discrete codes: keep the codes of the top half of each of the first N test "
+            "images (the first half of each text sequence) and draw the rest (picture: the images above their completions)",
+            int, minimum=1, maximum=MAX_EXAMPLES)
+    _option(group, "--prompt", "text runs: continue TEXT --n times (it is encoded, the codes covering it kept, the rest drawn)")
     p.add_argument("--out", required=True, help="FILE.png (grid), FILE.txt (text runs) or FILE.npy (array: values in [0, 1], or token ids)")
     _verb_option(p, "--seed", verbs.sample, "seed", "seed of the draws", int, **SEED)
     _device_option(p)
@@ -351,11 +358,20 @@ def _run_writing(args, allowed=SUFFIXES) -> Run:
 
 def _sample(args):
     run = _run_writing(args)
-    plan = verbs.sampling_plan(run, args.n, label=args.label, codes=args.codes, top_k=args.top_k)
+    plan = verbs.sampling_plan(run, args.n, label=args.label, codes=args.codes, top_k=args.top_k, top_p=args.top_p)
     note = run.model.sampling_note()
     if note:
         print(f"pyprobvae: {note}", file=sys.stderr)
-    examples = verbs.sample(run, plan, **_verb_arguments(args, "temperature", "seed"))
+    arguments = _verb_arguments(args, "temperature", "seed")
+    if args.complete is not None:
+        title = "test images and their completions from the top half of their codes"
+        completed = verbs.complete(run, args.complete, plan, **arguments)
+        print(write_reconstructions(*completed, args.out, run.vocabulary, title, labels=("test", "completed")))
+        return
+    if args.prompt is not None:
+        examples = verbs.continue_prompt(run, args.prompt, plan, **arguments)
+    else:
+        examples = verbs.sample(run, plan, **arguments)
     path = write_examples(examples, args.out, plan.nrow, run.vocabulary)
     if path.lower().endswith(".txt"):  # generated text is shown as well as saved
         with open(path) as f:

@@ -57,7 +57,9 @@ def limits(
     return dict(choices=choices, minimum=minimum, maximum=maximum, above=above, below=below, what=what)
 
 
-def setting(default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = False, **value_limits):
+def setting(
+    default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = False, since: Optional[str] = None, **value_limits
+):
     """
     A dataclass field with the checks :class:`Config` applies to its value.
 
@@ -66,9 +68,13 @@ def setting(default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = Fals
         command lines written for earlier versions), e.g. ``("--guide",)``.
     :param bool derived: taken from the data set (shapes, class counts), not
         chosen by the user: no command-line option.
+    :param since: the version that added the setting, whose default must be
+        how earlier versions behaved: a stored record written before it
+        (without the setting) is complete with the default.
     :param value_limits: the value's :func:`limits`.
     """
-    return dataclasses.field(default=default, metadata=dict(limits(**value_limits), aliases=aliases, derived=derived))
+    metadata = dict(limits(**value_limits), aliases=aliases, derived=derived, since=since)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 SEED = limits(minimum=0, maximum=2**32 - 1)
@@ -270,6 +276,11 @@ class Config:
     def to_dict(self) -> dict:
         """``dataclasses.asdict(self)``: what checkpoints and ``config.json`` store."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def with_newer_defaults(cls, record: dict) -> dict:
+        """``record`` (a stored :meth:`to_dict`) completed with the defaults of the settings added since it was written (``since``)."""
+        return {**{f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("since")}, **record}
 
     def replace(self, **changes):
         """A copy with some settings changed (and checked)."""

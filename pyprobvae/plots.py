@@ -188,18 +188,19 @@ def save_image_grid(images, path, nrow=None, title=None) -> str:
     return _save_grid(_grid(images, nrow, padding=1), images.shape[1:3], path, title=title)
 
 
-def save_reconstructions(inputs, reconstructions, path, title=None) -> str:
+def save_reconstructions(inputs, reconstructions, path, title=None, labels=("input", "recon.")) -> str:
     """
     Saves inputs and their reconstructions as a PNG. Rows alternate between
-    inputs (labelled "input") and reconstructions (labelled "recon."), with up
-    to 16 examples per row; an input and its reconstruction share a column.
-    Values outside [0, 1] are clipped.
+    inputs (labelled ``labels[0]``, "input") and reconstructions (labelled
+    ``labels[1]``, "recon."), with up to 16 examples per row; an input and
+    its reconstruction share a column. Values outside [0, 1] are clipped.
 
     :param inputs: tensor or array of shape ``(N, C, H, W)`` with ``C`` in
         ``{1, 3}``, or ``(N, H, W)``, with values in [0, 1].
     :param reconstructions: tensor or array of images matching ``inputs``.
     :param path: destination PNG path; parent directories are created.
     :param str title: optional figure title.
+    :param labels: the row labels of the inputs and of the reconstructions.
     :returns: the path written.
     :rtype: str
     """
@@ -219,7 +220,7 @@ def save_reconstructions(inputs, reconstructions, path, title=None) -> str:
     grid = _tile(pairs.reshape((-1,) + cell_shape), ncol, padding=1)
     height = cell_shape[0]
     row_labels = {
-        1 + row * (height + 1) + (height - 1) / 2: "recon." if row % 2 else "input"
+        1 + row * (height + 1) + (height - 1) / 2: labels[row % 2]
         for row in range(2 * pairs.shape[0])
     }
     return _save_grid(grid, cell_shape[:2], path, title=title, row_labels=row_labels)

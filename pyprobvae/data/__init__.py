@@ -23,7 +23,7 @@ from typing import Optional
 
 from .dataset import SPLITS, DataError, Dataset, binarize, check_split, fixed_split_indices, from_arrays, iterate_minibatches
 from .images import load_digits, load_mnist, load_npz, read_idx, write_idx
-from .text import load_text
+from .text import DEFAULT_SEQ_LEN, load_text
 
 DATASETS = ("digits", "mnist", "fashion-mnist")
 _TEXT_PREFIX = "text:"
@@ -34,7 +34,7 @@ MIN_SPLIT_SIZE = 2
 
 
 def load_dataset(
-    name: str, split: str = "train", data_dir: Optional[str] = None
+    name: str, split: str = "train", data_dir: Optional[str] = None, seq_len: int = DEFAULT_SEQ_LEN
 ) -> Dataset:
     """
     Loads one split of a named data set or of an ``.npz`` file.
@@ -42,29 +42,30 @@ def load_dataset(
     :param str name: one of :data:`DATASETS`, a path ending in ``".npz"``,
         ``"text"`` (the built-in corpus of
         :func:`pyprobvae.data.text.default_corpus`) or ``"text:PATH"`` (a UTF-8
-        text file); text is cut into sequences of 64 characters, see
+        text file); text is cut into sequences of ``seq_len`` characters, see
         :func:`pyprobvae.data.text.load_text`.
     :param str split: ``"train"`` or ``"test"``.
     :param str data_dir: directory holding the IDX files; required for
         ``"mnist"`` and ``"fashion-mnist"``, ignored otherwise.
+    :param int seq_len: characters per sequence of text data, ignored otherwise.
     :rtype: Dataset
     """
     name = os.fspath(name)
     check_split(split)
-    dataset = _load(name, split, data_dir)
+    dataset = _load(name, split, data_dir, seq_len)
     if len(dataset) < MIN_SPLIT_SIZE:
         raise DataError(f"{name}: the {split} split has {len(dataset)} example(s); each split needs at least "
                         f"{MIN_SPLIT_SIZE} (a single array is split 80/20: give it at least 6 examples)")
     return dataset
 
 
-def _load(name, split, data_dir):
+def _load(name, split, data_dir, seq_len):
     if name == "digits":
         return load_digits(split)
     if name in ("mnist", "fashion-mnist"):
         return load_mnist(data_dir, split, name=name)
     if name == "text" or name.startswith(_TEXT_PREFIX):
-        return load_text(None if name == "text" else name[len(_TEXT_PREFIX):], split)
+        return load_text(None if name == "text" else name[len(_TEXT_PREFIX):], split, seq_len)
     if name.endswith(".npz"):
         return load_npz(name, split)
     choices = ", ".join(repr(d) for d in DATASETS)

@@ -23,6 +23,9 @@ MAX_LEVELS = 2**16
 MAX_CLASSES = 100_000
 """Labels are class numbers below this (a model holds one row of weights per class)."""
 
+IMAGE_CHANNELS = (1, 3)
+"""The channels of an image: grey or colour (RGB)."""
+
 
 class DataError(ValueError):
     """
@@ -133,8 +136,12 @@ def from_arrays(x, y=None, name: str = "arrays") -> Dataset:
     Builds a :class:`Dataset` from in-memory arrays. The result lives on the
     CPU; use :meth:`Dataset.to` to move it.
 
-    Shapes: ``x`` of shape ``(N, H, W)`` becomes ``(N, 1, H, W)``; ``(N, C, H,
-    W)`` (or more dimensions) and ``(N, D)`` are kept.
+    Shapes: ``x`` of shape ``(N, H, W)`` (grey images) becomes ``(N, 1, H,
+    W)``; four dimensions are images with :data:`IMAGE_CHANNELS` channels
+    (1 or 3), channel-first ``(N, C, H, W)``, kept, or channel-last ``(N, H,
+    W, C)``, transposed to ``(N, C, H, W)`` (axis 1 is taken as the channels
+    when both it and the last axis could be); ``(N, D)`` and arrays of five
+    or more dimensions are kept.
 
     Scaling of ``x`` by dtype:
 
@@ -161,7 +168,7 @@ def _from_arrays(x, y, name, x_what, y_what):
             f"{x_what} has shape {x.shape}; expected at least one example with at least one "
             "feature, of shape (N, D), (N, H, W) or (N, C, H, W)"
         )
-    values, num_levels = _scale(x, x_what)
+    values, num_levels = _scale(_channels_first(x, x_what), x_what)
     if x.ndim == 3:
         values = values[:, None]
     labels, num_classes = (None, None) if y is None else _labels(y, len(x), y_what)
@@ -172,6 +179,19 @@ def _from_arrays(x, y, name, x_what, y_what):
         data_shape=values.shape[1:],
         num_levels=num_levels,
         num_classes=num_classes,
+    )
+
+
+def _channels_first(x, what):
+    """Images of four dimensions as ``(N, C, H, W)`` (see :func:`from_arrays`); other arrays as they are."""
+    if x.ndim != 4 or x.shape[1] in IMAGE_CHANNELS:
+        return x
+    if x.shape[-1] in IMAGE_CHANNELS:
+        return x.transpose(0, 3, 1, 2)
+    raise DataError(
+        f"{what} has shape {x.shape}, whose channel axis is neither axis 1 nor the last: four dimensions are images "
+        f"(N, C, H, W) or (N, H, W, C) with C = 1 (grey) or 3 (colour); also accepted are (N, H, W) grey images "
+        "and (N, D) vectors"
     )
 
 

@@ -71,6 +71,9 @@ CORPUS_MODULES = (
 # Upper bound on the length of the default corpus, in characters.
 CORPUS_MAX_CHARS = 400_000
 
+DEFAULT_SEQ_LEN = 64
+"""Characters per sequence when none is given."""
+
 # Share of the sequences in the train split, in percent.
 TRAIN_PERCENT = 90
 
@@ -206,7 +209,7 @@ def read_text_file(path: str) -> str:
         ) from e
 
 
-def load_text(path: Optional[str], split: str, seq_len: int = 64) -> Dataset:
+def load_text(path: Optional[str], split: str, seq_len: int = DEFAULT_SEQ_LEN) -> Dataset:
     """
     Loads one split of character sequences from the default corpus or a
     UTF-8 text file.

@@ -28,6 +28,8 @@ class EvaluationConfig(Config):
     """Seeds the Monte Carlo estimates and the scored samples."""
     scored_samples: int = setting(1000, minimum=2, maximum=100_000)
     """Samples decoded and judged by the classifier (labelled image data)."""
+    scored_texts: int = setting(50, minimum=1, maximum=10_000, since="0.3.0")
+    """Samples drawn and checked for real words (text data, :mod:`~pyprobvae.evaluation.text`)."""
 
 
 @torch.no_grad()

@@ -78,6 +78,8 @@ class LoopConfig(Config):
     """adam (torch.optim.Adam) or clipped-adam (Pyro's ClippedAdam, which clips each gradient element to [-clip_norm, clip_norm])."""
     clip_norm: float = setting(10.0, above=0)
     """The clipping bound of clipped-adam."""
+    weight_decay: float = setting(0.0, minimum=0, maximum=10.0, since="0.3.0")
+    """Decoupled weight decay (Loshchilov & Hutter 2019): adam becomes torch.optim.AdamW, each step shrinking every weight by lr * weight_decay of itself; 0: none."""
     log_every: int = setting(50, minimum=1, maximum=10**6)
     """Steps between reads of the running loss from the device (the progress bar and the check that every term is finite)."""
     seed: int = setting(0, **SEED)
@@ -178,10 +180,16 @@ class RandomState:
 
 
 def make_optimizer(config: LoopConfig, parameters) -> torch.optim.Optimizer:
-    """The optimizer that ``config.optimizer`` names, over ``parameters``."""
+    """
+    The optimizer that ``config.optimizer`` names, over ``parameters``: with
+    ``weight_decay``, Adam with decoupled weight decay (``AdamW``), and Pyro's
+    ClippedAdam with its own (an L2 term added to the gradient before clipping).
+    """
     if config.optimizer == "adam":
+        if config.weight_decay:
+            return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
         return torch.optim.Adam(parameters, lr=config.lr)
-    return ClippedAdam(parameters, lr=config.lr, clip_norm=config.clip_norm)
+    return ClippedAdam(parameters, lr=config.lr, clip_norm=config.clip_norm, weight_decay=config.weight_decay)
 
 
 class Objective(abc.ABC):

@@ -183,7 +183,7 @@ TRAINING_CHECKPOINT = {
 
 def _resume(model, optimizer, random, config, checkpoint):
     state = load_checkpoint(checkpoint, map_location="cpu", schema=TRAINING_CHECKPOINT)
-    saved_model = state["model_config"]
+    saved_model = type(model.config).with_newer_defaults(state["model_config"])
     if saved_model != model.config.to_dict():
         raise CheckpointError(f"checkpoint {checkpoint} holds a different architecture: {saved_model} != {model.config.to_dict()}")
     try:

@@ -13,10 +13,9 @@ from torch import nn
 from torch.distributions import constraints
 
 from ..config import setting
-from ..networks import MLP
 from ..priors import StandardNormal
 from .base import Exhibit, ModelConfig, SamplingPlan
-from .vae import VAE, temper
+from .vae import VAE, decoder_network, encoder_features, temper
 
 CODE_SOURCES = ("standard", "fitted")
 
@@ -25,7 +24,7 @@ _POINT_GUIDE = "the autoencoder has a point guide: {} does not apply (it sets th
 
 @dataclass
 class AEConfig(ModelConfig):
-    """The architecture of an :class:`Autoencoder`: the VAE's MLP networks around a code z."""
+    """The architecture of an :class:`Autoencoder`: the VAE's networks (``network``) around a code z."""
 
     model: str = setting("ae", choices=("ae",))
     latent_dim: int = setting(8, minimum=1, maximum=4096)
@@ -56,8 +55,8 @@ class Autoencoder(VAE):
     inapplicable = {name: _POINT_GUIDE.format(name) for name in ("family", "num_components", "flow", "flow_depth")}
 
     def _networks(self, config, likelihood):
-        features = MLP(config.data_shape, config.hidden)
-        decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
+        features = encoder_features(config)
+        decoder = nn.Sequential(decoder_network(config, likelihood), likelihood)
         encoder = nn.Sequential(features, nn.Linear(features.out_features, config.latent_dim))
         return encoder, decoder, StandardNormal(config.latent_dim)
 
@@ -121,9 +120,9 @@ class Autoencoder(VAE):
         gaussian = dist.MultivariateNormal(codes.mean(0), covariance + jitter)
         return self.decode(temper(gaussian.sample((num_samples,)), gaussian.mean, temperature))
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
         r"""``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from :math:`\mathcal{N}(0, I)`."""
-        self._refuse(label=label, top_k=top_k)
+        self._refuse(label=label, top_k=top_k, top_p=top_p)
         if codes not in (None,) + CODE_SOURCES:
             raise ValueError(f"unknown code source {codes!r}; choose one of {', '.join(CODE_SOURCES)}")
         return SamplingPlan(num_samples, None, {"fitted_to": training_data()} if codes == "fitted" else {})

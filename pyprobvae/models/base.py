@@ -31,6 +31,9 @@ from ..config import Config, setting
 from ..evaluation import EvaluationConfig
 from ..likelihoods import LIKELIHOODS, default_likelihood
 
+NETWORKS = ("mlp", "conv")
+"""The encoder and decoder networks, ``ModelConfig.network`` (and ``--network``)."""
+
 
 @dataclass
 class ModelConfig(Config):
@@ -48,8 +51,10 @@ class ModelConfig(Config):
     """Scale of the gaussian likelihood (its initial value with learn_scale)."""
     learn_scale: bool = False
     """Learn the gaussian likelihood's scale."""
+    network: str = setting("mlp", choices=NETWORKS, since="0.3.0")
+    """The encoder and decoder: mlp (MLPs of the hidden widths, for data of any shape) or conv (residual convolutional stacks; for vae, ae and cvae grey or colour images (C, H, W), C = 1 or 3, with even sides of at least 8, e.g. 8x8, 28x28, 32x32; for vqvae, whose default is conv, images or text)."""
     hidden: Tuple[int, ...] = setting((256,), minimum=1, maximum=65536)
-    """Hidden widths of the MLP networks, e.g. 400 or 512,256 (the decoder reverses them)."""
+    """Hidden widths of the mlp networks, e.g. 400 or 512,256 (the decoder reverses them)."""
 
     def for_data(self, dataset) -> "ModelConfig":
         """
@@ -195,6 +200,14 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
             ``top_k``); see :meth:`sampling_plan`.
         """
 
+    def complete(self, x: torch.Tensor, kept_positions: int, **sampling) -> torch.Tensor:
+        """Decoded draws of the codes after the first ``kept_positions`` of ``x``'s, given those (models with ordered discrete codes)."""
+        raise ValueError(f"{self.description} has no sequence of discrete codes to complete; that takes a VQ-VAE run")
+
+    def prefix_positions(self, tokens: Optional[int] = None) -> int:
+        """How many codes :meth:`complete` keeps for the top half of an image, or the first ``tokens`` tokens."""
+        raise ValueError(f"{self.description} has no sequence of discrete codes to complete; that takes a VQ-VAE run")
+
     def interpolate(self, x0, x1, steps: int = 8, method: str = "linear", y0=None, y1=None) -> torch.Tensor:
         """Decoded paths between the codes of ``x0`` and ``x1``, shape ``(batch, steps, *data_shape)``."""
         raise ValueError(f"{self.description} has no path between its codes to interpolate")
@@ -237,6 +250,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         label: Optional[int] = None,
         codes: Optional[str] = None,
         top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
         training_data: Optional[Callable[[], torch.Tensor]] = None,
     ) -> SamplingPlan:
         """
@@ -247,13 +261,14 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         :param label: the class to sample (conditional models).
         :param codes: where an autoencoder's codes come from.
         :param top_k: sample codes from the k most likely only (discrete codes).
+        :param top_p: sample codes from the nucleus of probability p only (discrete codes).
         :param training_data: returns the training data, for models that
             sample from a distribution fitted to it.
         """
-        self._refuse(label=label, codes=codes, top_k=top_k)
+        self._refuse(label=label, codes=codes, top_k=top_k, top_p=top_p)
         return SamplingPlan(num_samples, None, {})
 
-    def _refuse(self, label=None, codes=None, top_k=None) -> None:
+    def _refuse(self, label=None, codes=None, top_k=None, top_p=None) -> None:
         """Raise ValueError for sampling options this model does not take (those given as not None)."""
         if label is not None:
             raise ValueError(
@@ -262,8 +277,8 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
             )
         if codes is not None:
             raise ValueError(f"--codes applies to autoencoder runs; {self.description} samples its codes from its prior")
-        if top_k is not None:
-            raise ValueError("top-k sampling applies to the discrete codes of VQ-VAE runs")
+        if top_k is not None or top_p is not None:
+            raise ValueError(f"{'top-k' if top_k is not None else 'top-p'} sampling applies to the discrete codes of VQ-VAE runs")
 
     def scored_samples(self, num_samples: int, training_data: Callable[[], torch.Tensor]) -> Dict[str, SamplingPlan]:
         """

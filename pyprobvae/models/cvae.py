@@ -14,10 +14,11 @@ from torch import nn
 
 from ..config import ConfigError, setting
 from ..families import make_family
-from ..networks import MLP, Conditioned
+from ..networks import MLP, Conditioned, ConvFeatureMap
+from ..networks.conv_latent import FEATURES as CONV_FEATURES
 from ..priors import LabelConditionalNormal, StandardNormal
 from .base import Exhibit, SamplingPlan
-from .vae import VAE, VAEConfig
+from .vae import VAE, VAEConfig, decoder_network
 
 PRIORS = ("standard", "learned")
 
@@ -39,6 +40,22 @@ class CVAEConfig(VAEConfig):
         if dataset.y is None:
             raise ValueError(f"the conditional VAE needs labelled data, but {dataset.name} has no labels")
         return {**super().data_settings(dataset), "num_classes": dataset.num_classes}
+
+
+def _encoder_features(config: CVAEConfig, classes: int):
+    """
+    ``(body, features)`` of the encoder of ``config.network``, whose
+    :class:`~pyprobvae.networks.Conditioned` computes
+    ``features(concat(body(x), label))``: the label joins the flattened
+    image (mlp: ``body`` None, then an MLP of the ``hidden`` widths) or the
+    flattened convolutional feature map (conv: a
+    :class:`~pyprobvae.networks.ConvFeatureMap`, then the hidden layer of a
+    :class:`~pyprobvae.networks.ConvVectorEncoder`).
+    """
+    if config.network == "conv":
+        body = ConvFeatureMap(config.data_shape)
+        return body, MLP(body.out_features + classes, (CONV_FEATURES,))
+    return None, MLP(math.prod(config.data_shape) + classes, config.hidden)
 
 
 class ConditionalVAE(VAE):
@@ -68,7 +85,10 @@ class ConditionalVAE(VAE):
 
     The encoder (``(x, label vectors)`` :math:`\to q(z \mid x, y)`) and the
     decoder (``(z, label vectors)`` :math:`\to p(x \mid z, y)`) are
-    :class:`~pyprobvae.networks.Conditioned` MLPs; the prior is
+    :class:`~pyprobvae.networks.Conditioned` networks of ``network``: MLPs
+    seeing the label with the flattened input, or convolutional networks
+    seeing it with the flattened feature map of the images (encoder) and
+    with :math:`z` (decoder); the prior is
     :class:`~pyprobvae.priors.StandardNormal` (which ignores :math:`y`) or
     :class:`~pyprobvae.priors.LabelConditionalNormal`.
 
@@ -83,13 +103,13 @@ class ConditionalVAE(VAE):
         classes = config.num_classes
         if not (classes is not None and classes >= 2):
             raise ConfigError(f"the conditional VAE needs labelled data with num_classes >= 2, got num_classes={classes}")
-        features = MLP(math.prod(config.data_shape) + classes, config.hidden)
+        body, features = _encoder_features(config, classes)
         family = make_family(
             config.family, features.out_features, config.latent_dim,
             num_components=config.num_components, flow=config.flow, flow_depth=config.flow_depth,
         )
-        encoder = Conditioned(nn.Sequential(features, family), config.data_shape)
-        decoder = Conditioned(nn.Sequential(MLP(config.latent_dim + classes, config.hidden[::-1], likelihood.num_outputs), likelihood), config.latent_dim)
+        encoder = Conditioned(nn.Sequential(features, family), config.data_shape, body)
+        decoder = Conditioned(nn.Sequential(decoder_network(config, likelihood, classes), likelihood), config.latent_dim)
         prior = StandardNormal(config.latent_dim) if config.prior == "standard" else LabelConditionalNormal(classes, config.latent_dim)
         return encoder, decoder, prior
 
@@ -203,13 +223,13 @@ class ConditionalVAE(VAE):
         self.condition(dataset.y, len(dataset))
         return dataset.y
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
         """
         Samples of class ``label``; without one, every class in turn, one row
         per class (``num_samples`` rounded up to a multiple of the number of
         classes).
         """
-        self._refuse(codes=codes, top_k=top_k)
+        self._refuse(codes=codes, top_k=top_k, top_p=top_p)
         if label is None:
             per_class = -(-num_samples // self.num_classes)
             return SamplingPlan(per_class * self.num_classes, per_class, {"y": self.balanced_labels(per_class * self.num_classes)})

@@ -22,7 +22,7 @@ from ..evaluation.metrics import (
 from ..families import FAMILIES, FLOWS, make_family
 from ..infer.training import dataset_elbo
 from ..likelihoods import make_likelihood
-from ..networks import MLP
+from ..networks import MLP, ConvVectorDecoder, ConvVectorEncoder
 from ..priors import StandardNormal
 from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
 
@@ -32,7 +32,7 @@ POSTERIOR_MEAN_SAMPLES = 256
 
 @dataclass
 class VAEConfig(ModelConfig):
-    """The architecture of a :class:`VAE`: MLP encoder and decoder around a latent z."""
+    """The architecture of a :class:`VAE`: an encoder and a decoder (MLPs or convolutional, ``network``) around a latent z."""
 
     model: str = setting("vae", choices=("vae",))
     latent_dim: int = setting(8, minimum=1, maximum=4096)
@@ -51,6 +51,31 @@ class VAEConfig(ModelConfig):
             raise ConfigError(
                 f"token sequences (text) need the VQ-VAE's embedding network (model='vqvae'), not {self.model!r}"
             )
+
+
+def encoder_features(config: ModelConfig) -> nn.Module:
+    """
+    The encoder's features :math:`h(x)` of ``config.network``, on which the
+    family (or a linear layer) adds the output: an MLP of the ``hidden``
+    widths, or a :class:`~pyprobvae.networks.ConvVectorEncoder`; its
+    ``out_features`` is the width of :math:`h`.
+    """
+    if config.network == "conv":
+        return ConvVectorEncoder(config.data_shape)
+    return MLP(config.data_shape, config.hidden)
+
+
+def decoder_network(config: ModelConfig, likelihood, condition_features: int = 0) -> nn.Module:
+    """
+    The decoder's network of ``config.network``, from :math:`z` (with
+    ``condition_features`` appended, e.g. a one-hot label) to the outputs of
+    ``likelihood``: an MLP of the ``hidden`` widths reversed, or a
+    :class:`~pyprobvae.networks.ConvVectorDecoder`.
+    """
+    in_features = config.latent_dim + condition_features
+    if config.network == "conv":
+        return ConvVectorDecoder(config.data_shape, in_features, likelihood.outputs_per_dim)
+    return MLP(in_features, config.hidden[::-1], likelihood.num_outputs)
 
 
 def temper(z: torch.Tensor, mean: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -75,10 +100,13 @@ class VAE(LatentVariableModel):
     ``(batch,)``. The verbs ``encode``, ``decode``, ``reconstruct``, ``sample``
     and ``interpolate`` work in data space (pixel values in ``[0, 1]``).
 
-    The encoder is ``x -> hidden[0] -> ... -> hidden[-1]`` followed by the
-    family's output layer (:func:`~pyprobvae.families.make_family`); the
-    decoder mirrors it, ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood
-    outputs``; the prior is :math:`\mathcal{N}(0, I)`.
+    With ``network="mlp"`` the encoder is ``x -> hidden[0] -> ... ->
+    hidden[-1]`` followed by the family's output layer
+    (:func:`~pyprobvae.families.make_family`), and the decoder mirrors it,
+    ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood outputs``; with
+    ``network="conv"`` they are the residual convolutional stacks of
+    :mod:`pyprobvae.networks.conv_latent` (:func:`encoder_features`,
+    :func:`decoder_network`). The prior is :math:`\mathcal{N}(0, I)`.
 
     :param VAEConfig config: the architecture.
     """
@@ -94,8 +122,8 @@ class VAE(LatentVariableModel):
     def _networks(self, config, likelihood):
         """``(encoder, decoder, prior)``: the modules the model and guide use."""
         # (built in this order, the order of 0.1, so that a seed gives the same initial weights)
-        features = MLP(config.data_shape, config.hidden)
-        decoder = nn.Sequential(MLP(config.latent_dim, config.hidden[::-1], likelihood.num_outputs), likelihood)
+        features = encoder_features(config)
+        decoder = nn.Sequential(decoder_network(config, likelihood), likelihood)
         family = make_family(
             config.family, features.out_features, config.latent_dim,
             num_components=config.num_components, flow=config.flow, flow_depth=config.flow_depth,
@@ -330,8 +358,8 @@ class VAE(LatentVariableModel):
             "num_examples": len(x),
         }
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
-        self._refuse(label=label, codes=codes, top_k=top_k)
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
+        self._refuse(label=label, codes=codes, top_k=top_k, top_p=top_p)
         return SamplingPlan(num_samples, None, {})
 
     def exhibits(self, x, y, labels) -> List[Exhibit]:

@@ -21,9 +21,8 @@ from ..infer.training import dataset_elbo
 from ..likelihoods import make_likelihood
 from ..networks import MLP, ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEncoder2d
 from ..priors import CodebookPrior, TransformerPrior, TransformerPriorConfig
-from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
+from .base import NETWORKS, Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
 
-NETWORKS = ("conv", "mlp")
 # Characters per code of the 1-D convolutional VQ-VAE (a power of two): with
 # 64 codes, 6 bits for 2 characters, enough to reconstruct most text.
 TOKENS_PER_CODE = 2
@@ -43,7 +42,7 @@ class VQVAEConfig(ModelConfig):
 
     model: str = setting("vqvae", choices=("vqvae",))
     network: str = setting("conv", choices=NETWORKS)
-    """Encoder and decoder: conv (2-D for images, 1-D for text) or mlp."""
+    """Encoder and decoder: conv (the default here; 2-D for images, 1-D for text) or mlp."""
     codebook_size: int = setting(64, minimum=1, maximum=65536)
     """Number of codes K."""
     code_dim: int = setting(16, minimum=1, maximum=4096)
@@ -201,18 +200,66 @@ class VQVAE(LatentVariableModel):
         return self.likelihood.decoded(self.decoder(self.quantizer.lookup(codes)))
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
+    def sample(
+        self, num_samples: int, *, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None
+    ) -> torch.Tensor:
         r"""
         Draw code sequences from the prior and decode them. With the uniform
         prior of stage 1 every code is independent and equally likely
-        (temperature and top-k do not apply); with a trained
-        ``code_prior`` they are drawn one position at a time from
+        (temperature, top-k and top-p do not apply); with a trained
+        ``code_prior`` they are drawn one position at a time by the rules of
+        :mod:`~pyprobvae.priors.sampling`: from
         :math:`\mathrm{softmax}(\mathrm{logits} / T)` at temperature
-        :math:`T`, restricted to the ``top_k`` most likely codes if given.
+        :math:`T`, restricted to the ``top_k`` most likely codes or to the
+        nucleus of probability ``top_p`` if given.
 
         :return: decoded data, shape ``(num_samples, *data_shape)``.
         """
-        return self.decode(self.prior(num_samples).sample_codes(num_samples, temperature, top_k))
+        return self.decode(self.prior(num_samples).sample_codes(num_samples, temperature, top_k, top_p))
+
+    @torch.no_grad()
+    def complete(
+        self, x: torch.Tensor, kept_positions: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+    ) -> torch.Tensor:
+        r"""
+        Keep the first ``kept_positions`` codes of each example of ``x`` and
+        draw the rest from the prior given them,
+        :math:`c_{\ge n} \sim p(c_{\ge n} \mid c_{<n}(x))`, then decode:
+        image completion (with :meth:`prefix_positions` for the top half) or
+        text continuation. The sampling options are those of :meth:`sample`.
+
+        :param torch.Tensor x: data, shape ``(batch, *data_shape)``.
+        :param int kept_positions: :math:`0 \le n < P` codes kept.
+        :return: decoded data, shape ``(batch, *data_shape)``.
+        """
+        if not 0 <= kept_positions < self.num_positions:
+            raise ValueError(f"the kept codes must number 0 to {self.num_positions - 1} of {self.num_positions}, got {kept_positions}")
+        prefix = self.encode(x)[:, :kept_positions]
+        return self.decode(self.prior(len(x)).sample_codes(len(x), temperature, top_k, top_p, prefix))
+
+    def prefix_positions(self, tokens: Optional[int] = None) -> int:
+        """
+        The codes that cover the top half of an image (the upper half of the
+        rows of the code grid; half the positions of the mlp network), or,
+        for token sequences, the first ``tokens`` tokens (the codes whose
+        tokens all lie within them).
+
+        :raises ValueError: for ``tokens`` with image data, or too few
+            (under one code) or too many (a whole sequence) of them.
+        """
+        if tokens is not None:
+            if self.config.likelihood != "tokens":
+                raise ValueError("a prompt applies to text runs; image runs complete the top half of test images")
+            (length,) = self.data_shape
+            if not TOKENS_PER_CODE <= tokens < length:
+                raise ValueError(
+                    f"the prompt has {tokens} characters; this run's sequences hold {length}, so a prompt takes "
+                    f"{TOKENS_PER_CODE} to {length - 1} (one code covers {TOKENS_PER_CODE})"
+                )
+            return tokens // TOKENS_PER_CODE
+        grid = getattr(self.encoder, "grid_shape", (self.num_positions,))
+        return (grid[0] // 2) * math.prod(grid[1:])
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, iwae_samples: int = EvaluationConfig.iwae_samples,
@@ -268,14 +315,15 @@ class VQVAE(LatentVariableModel):
         result["recon_accuracy" if tokens else "recon_mse"] = reconstruction_error / x.numel()
         return result
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, training_data=None) -> SamplingPlan:
-        """``top_k`` restricts each code to the k most likely under a trained prior."""
+    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
+        """``top_k`` and ``top_p`` restrict each code to the most likely under a trained prior."""
         self._refuse(label=label, codes=codes)
-        return SamplingPlan(num_samples, None, {} if top_k is None else {"top_k": top_k})
+        given = {name: value for name, value in (("top_k", top_k), ("top_p", top_p)) if value is not None}
+        return SamplingPlan(num_samples, None, given)
 
     def sampling_note(self) -> Optional[str]:
         if self.code_prior is None:
-            return "no prior trained yet (pyprobvae train-prior RUN): sampling codes from the uniform prior, which ignores --temperature and --top-k"
+            return "no prior trained yet (pyprobvae train-prior RUN): sampling codes from the uniform prior, which ignores --temperature, --top-k and --top-p"
         return None
 
     def interpolate(self, *args, **kwargs):

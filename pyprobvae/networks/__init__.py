@@ -5,6 +5,10 @@ outputs into distributions.
 """
 
 from .conv import ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEncoder2d
+from .conv_latent import ConvFeatureMap, ConvVectorDecoder, ConvVectorEncoder
 from .mlp import MLP, Conditioned
 
-__all__ = ["Conditioned", "ConvDecoder1d", "ConvDecoder2d", "ConvEncoder1d", "ConvEncoder2d", "MLP"]
+__all__ = [
+    "Conditioned", "ConvDecoder1d", "ConvDecoder2d", "ConvEncoder1d", "ConvEncoder2d", "ConvFeatureMap", "ConvVectorDecoder",
+    "ConvVectorEncoder", "MLP",
+]

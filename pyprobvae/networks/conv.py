@@ -134,7 +134,8 @@ def conv_encoder_body(
 
 
 def conv_decoder_body(
-    dims: int, code_dim: int, out_channels: int, channels: Sequence[int], upsamplings: int, residual_blocks: int
+    dims: int, code_dim: int, out_channels: int, channels: Sequence[int], upsamplings: int, residual_blocks: int,
+    output_conv: bool = True,
 ) -> nn.Sequential:
     """
     The decoder stack of this module's docstring on channel-first code grids
@@ -149,17 +150,25 @@ def conv_decoder_body(
     :param channels: widths, see above.
     :param int upsamplings: number ``u`` of stride-2 transposed convolutions.
     :param int residual_blocks: number of residual blocks.
+    :param bool output_conv: end with a ReLU and a 3x3 convolution to
+        ``out_channels``; False: the last upsampling outputs
+        ``out_channels`` itself, with no convolution at full resolution
+        (needs ``u >= 1``).
     """
     channels = _check_channels(channels)
+    if not output_conv and upsamplings < 1:
+        raise ValueError("a decoder without its output convolution needs at least one upsampling to end with")
     conv, conv_transpose = _CONV[dims], _CONV_TRANSPOSE[dims]
     layers = [conv(code_dim, channels[0], 3, padding=1)]
     layers += [ResidualBlock(dims, channels[0]) for _ in range(residual_blocks)]
     width = channels[0]
     for i in range(upsamplings):
-        out = channels[min(i + 1, len(channels) - 1)]
+        last = i == upsamplings - 1 and not output_conv
+        out = out_channels if last else channels[min(i + 1, len(channels) - 1)]
         layers += [nn.ReLU(), conv_transpose(width, out, 4, stride=2, padding=1)]
         width = out
-    layers += [nn.ReLU(), conv(width, out_channels, 3, padding=1)]
+    if output_conv:
+        layers += [nn.ReLU(), conv(width, out_channels, 3, padding=1)]
     return nn.Sequential(*layers)
 
 
@@ -246,10 +255,19 @@ class ConvDecoder2d(nn.Module):
         _check_input(z, (self.num_positions, self.code_dim), "codes")
         batch = z.shape[:-2]
         grid = z.reshape((-1,) + self.grid_shape + (self.code_dim,)).permute(0, 3, 1, 2)
-        out = self.body(grid)  # (n, C * K, H, W), channel c * K + k
-        channels, height, width = self.data_shape
-        out = out.reshape(-1, channels, self.outputs_per_dim, height, width).permute(0, 1, 3, 4, 2)
-        return out.reshape(batch + (-1,))
+        return likelihood_layout(self.body(grid), self.data_shape, self.outputs_per_dim, batch)
+
+
+def likelihood_layout(maps, data_shape, outputs_per_dim: int, batch: Tuple[int, ...]):
+    """
+    Decoder output maps ``(n, C * K, H, W)``, channel ``c * K + k`` holding
+    output ``k`` of image channel ``c``, as the flat outputs the likelihoods
+    read: ``(*batch, C * H * W * K)``, laid out as ``(C, H, W, K)`` flattened
+    (``n = prod(batch)``, ``K = outputs_per_dim``).
+    """
+    channels, height, width = data_shape
+    out = maps.reshape(-1, channels, outputs_per_dim, height, width).permute(0, 1, 3, 4, 2)
+    return out.reshape(tuple(batch) + (-1,))
 
 
 def _image_shape(data_shape):

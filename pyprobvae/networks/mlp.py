@@ -57,22 +57,39 @@ class MLP(nn.Sequential):
 class Conditioned(nn.Module):
     r"""
     A network that also sees a condition vector, such as a one-hot label:
-    ``forward(inputs, condition) = net(concat(flatten(inputs), condition))``.
-    This is how the conditional VAE feeds the label to its encoder
-    (:math:`q(z \mid x, y)`) and decoder (:math:`p(x \mid z, y)`).
+    ``forward(inputs, condition) = net(concat(body(inputs), condition))``,
+    where ``body`` maps the inputs to flat features, by default flattening
+    them. This is how the conditional VAE feeds the label to its encoder
+    (:math:`q(z \mid x, y)`) and decoder (:math:`p(x \mid z, y)`): with
+    MLPs the label joins the flattened input, with convolutional networks
+    the flattened feature map of the images
+    (:class:`~pyprobvae.networks.conv_latent.ConvFeatureMap`).
 
-    :param torch.nn.Module net: takes ``prod(in_shape) + condition_features``
-        input features.
+    The condition, shape ``(batch, condition_features)``, is broadcast
+    against any further leading dimensions of the inputs, e.g. the
+    ``(samples, batch, latent_dim)`` codes of the stratified estimator.
+
+    :param torch.nn.Module net: takes the features of ``body`` and the
+        ``condition_features`` concatenated: ``prod(in_shape) +
+        condition_features`` input features without a ``body``.
     :param in_shape: shape of one input, e.g. ``(1, 8, 8)``, or its number of
         features.
     :type in_shape: int or sequence of int
+    :param body: maps inputs ``(*batch, *in_shape)`` to features ``(*batch,
+        features)``; None to flatten them.
+    :type body: torch.nn.Module or None
     """
 
-    def __init__(self, net: nn.Module, in_shape: Union[int, Sequence[int]]):
+    def __init__(self, net: nn.Module, in_shape: Union[int, Sequence[int]], body: Optional[nn.Module] = None):
         super().__init__()
         self.net = net
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        self.body = body
 
     def forward(self, inputs, condition):
-        flat = inputs.flatten(-len(self.in_shape)) if len(self.in_shape) > 1 else inputs
-        return self.net(torch.cat([flat, condition.to(flat.dtype)], -1))
+        if self.body is not None:
+            features = self.body(inputs)
+        else:
+            features = inputs.flatten(-len(self.in_shape)) if len(self.in_shape) > 1 else inputs
+        condition = condition.to(features.dtype).expand(features.shape[:-1] + condition.shape[-1:])
+        return self.net(torch.cat([features, condition], -1))

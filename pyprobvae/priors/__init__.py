@@ -7,6 +7,7 @@ autoregressive prior over code indices.
 
 from .codebook import CodebookPrior
 from .gaussian import LabelConditionalNormal, StandardNormal
+from .sampling import SamplingConfig
 from .transformer import TransformerPrior, TransformerPriorConfig
 
-__all__ = ["CodebookPrior", "LabelConditionalNormal", "StandardNormal", "TransformerPrior", "TransformerPriorConfig"]
+__all__ = ["CodebookPrior", "LabelConditionalNormal", "SamplingConfig", "StandardNormal", "TransformerPrior", "TransformerPriorConfig"]

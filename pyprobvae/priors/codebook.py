@@ -9,6 +9,8 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
+from .sampling import SamplingConfig
+
 
 class CodebookPrior(TorchDistribution):
     r"""
@@ -59,12 +61,24 @@ class CodebookPrior(TorchDistribution):
         codes = self.quantizer.nearest(value.reshape((-1,) + value.shape[-2:]))
         return self.code_log_prob(codes).reshape(value.shape[:-2])
 
-    def sample_codes(self, num_samples: int, temperature: float = 1.0, top_k: Optional[int] = None) -> torch.Tensor:
-        """Code sequences ``(num_samples, P)`` from the prior (temperature and top-k apply to a learned one)."""
-        if self.code_prior is None:
-            size, device = self.quantizer.codebook.shape[0], self.quantizer.codebook.device
-            return torch.randint(size, (num_samples, self.num_positions), device=device)
-        return self.code_prior.sample(num_samples, temperature, top_k)
+    def sample_codes(
+        self, num_samples: int, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
+        prefix: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """
+        Code sequences ``(num_samples, P)`` from the prior, each starting with
+        the codes ``prefix`` ``(num_samples, n)`` if given (``n < P``). The
+        sampling rules (:mod:`~pyprobvae.priors.sampling`) apply to a learned
+        prior; under the uniform prior every code is independent of the
+        others and equally likely.
+        """
+        if self.code_prior is not None:
+            return self.code_prior.sample(num_samples, temperature, top_k, top_p, prefix)
+        SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p).check_codebook(self.quantizer.codebook.shape[0])
+        size, device = self.quantizer.codebook.shape[0], self.quantizer.codebook.device
+        kept = 0 if prefix is None else prefix.shape[1]
+        drawn = torch.randint(size, (num_samples, self.num_positions - kept), device=device)
+        return drawn if prefix is None else torch.cat([prefix.to(device=device, dtype=torch.long), drawn], 1)
 
     def sample(self, sample_shape=torch.Size()):
         count = math.prod(sample_shape) * self.batch_shape[0]

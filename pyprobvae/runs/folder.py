@@ -29,8 +29,9 @@ from typing import Optional
 
 import torch
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, setting
 from ..data import Dataset, load_dataset
+from ..data.text import DEFAULT_SEQ_LEN
 from ..evaluation import EvaluationConfig
 from ..files import finish_replacement
 from ..infer import (
@@ -60,6 +61,8 @@ class DataConfig(Config):
     """digits (bundled), mnist, fashion-mnist, PATH.npz, text (docstrings of Python's standard library) or text:PATH (a UTF-8 file)."""
     data_dir: Optional[str] = None
     """Directory holding the MNIST-format IDX files."""
+    seq_len: int = setting(DEFAULT_SEQ_LEN, minimum=2, maximum=1_000_000, since="0.3.0")
+    """Characters per sequence of text data (text, text:PATH); images have their own shape."""
 
     def absolute(self) -> "DataConfig":
         """This config with file paths made absolute, so that the run folder works from anywhere."""
@@ -99,7 +102,8 @@ class RunConfig:
             EvaluationConfig.from_dict(data["evaluation"]),
         )
         for part in ("data", "model", "train", "evaluation"):  # a stored record is complete: a missing setting is damage
-            missing = sorted({f.name for f in fields(getattr(config, part))} - set(data[part]))
+            required = {f.name for f in fields(getattr(config, part)) if f.metadata.get("since") is None}
+            missing = sorted(required - set(data[part]))
             if missing:
                 raise ConfigError(f"its {part} part has no {missing[0]!r}")
         return config
@@ -135,6 +139,7 @@ def _check_agreement(config: RunConfig, state: dict, directory: str) -> None:
     """Refuse a run folder whose ``config.json`` and checkpoint were not written by the same run."""
     for part, saved in (("model", state["model_config"]), ("train", state["train_config"])):
         written = getattr(config, part).to_dict()
+        saved = type(getattr(config, part)).with_newer_defaults(saved)
         differing = sorted(key for key in set(written) | set(saved) if written.get(key) != saved.get(key))
         if differing:
             key = differing[0]
@@ -194,7 +199,7 @@ class Run:
         """The run's data set, split ``split``, on the run's device (loaded once)."""
         if split not in self._datasets:
             data = self.config.data
-            dataset = load_dataset(data.dataset, split, data.data_dir)
+            dataset = load_dataset(data.dataset, split, data.data_dir, data.seq_len)
             trained_on = tuple(self.model.config.data_shape)
             if tuple(dataset.data_shape) != trained_on:
                 raise CheckpointError(f"run folder {self.directory}: its data set {data.dataset} has examples of shape "

@@ -18,8 +18,9 @@ import torch
 
 from .. import plots
 from ..data import load_dataset
+from ..data.text import VOCABULARY, decode_text, encode_text
 from ..distributed import World, current_world
-from ..evaluation import EvaluationConfig, load_or_train_classifier, sample_scores
+from ..evaluation import EvaluationConfig, load_or_train_classifier, real_word_scores, sample_scores, vocabulary_of
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
 from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit, load_checkpoint
 from ..infer import train_prior as fit_prior
@@ -70,7 +71,7 @@ def train(
             check_writable(directory, directory=True)
             finish_replacement(directory)
         data = data.absolute()
-        train_split, test_split = (load_dataset(data.dataset, split, data.data_dir) for split in ("train", "test"))
+        train_split, test_split = (load_dataset(data.dataset, split, data.data_dir, data.seq_len) for split in ("train", "test"))
         model = model.for_data(train_split)
         training = dict(training or {})
         training.setdefault("binarize", default_binarization(model.likelihood, train_split))
@@ -270,8 +271,11 @@ def evaluate(run: Run, config: Optional[EvaluationConfig] = None) -> dict:
     :func:`~pyprobvae.evaluation.sample_scores` of the model's
     :meth:`~pyprobvae.models.base.LatentVariableModel.scored_samples` against
     the test images, judged by a classifier trained on the training split
-    and cached in the run folder (``classifier.pt``). The result depends on
-    the run and the seed only.
+    and cached in the run folder (``classifier.pt``); for text,
+    ``sample_scores`` holds the share of real words in ``scored_texts``
+    samples (:func:`~pyprobvae.evaluation.real_word_scores`, against the
+    words of the training split). The result depends on the run and the
+    seed only.
     """
     config = config or run.config.evaluation
     torch.manual_seed(config.seed)
@@ -287,12 +291,21 @@ def evaluate(run: Run, config: Optional[EvaluationConfig] = None) -> dict:
             torch.manual_seed(config.seed)
             samples = run.model.sample(plan.num_samples, **plan.given)
             metrics["sample_scores"][name] = sample_scores(classifier, samples, real, plan.given.get("y"))
+    elif train_split.vocabulary is not None:
+        known = vocabulary_of(decode_text(train_split.x, train_split.vocabulary))
+        metrics["sample_scores"] = {}
+        for name, plan in run.model.scored_samples(config.scored_texts, lambda: train_split.x).items():
+            torch.manual_seed(config.seed)
+            texts = decode_text(run.model.sample(plan.num_samples, **plan.given), train_split.vocabulary)
+            metrics["sample_scores"][name] = real_word_scores(texts, known)
     return metrics
 
 
-def sampling_plan(run: Run, num_samples: int, label=None, codes=None, top_k=None) -> SamplingPlan:
+def sampling_plan(run: Run, num_samples: int, label=None, codes=None, top_k=None, top_p=None) -> SamplingPlan:
     """The model's :meth:`~pyprobvae.models.base.LatentVariableModel.sampling_plan` for a user's options."""
-    return run.model.sampling_plan(num_samples, label=label, codes=codes, top_k=top_k, training_data=lambda: run.dataset("train").x)
+    return run.model.sampling_plan(
+        num_samples, label=label, codes=codes, top_k=top_k, top_p=top_p, training_data=lambda: run.dataset("train").x
+    )
 
 
 def _check_output_size(run: Run, count: int, what: str) -> None:
@@ -310,6 +323,36 @@ def sample(run: Run, plan: SamplingPlan, temperature: float = 1.0, seed: int = 0
     _check_output_size(run, plan.num_samples, "sampling")
     torch.manual_seed(seed)
     return run.model.sample(plan.num_samples, temperature=temperature, **plan.given)
+
+
+def complete(run: Run, num_examples: int, plan: SamplingPlan, temperature: float = 1.0, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    The first ``num_examples`` test images, and each completed from the top
+    half of its codes by the prior (:meth:`~pyprobvae.models.VQVAE.complete`),
+    with the sampling options of ``plan``, seeded.
+    """
+    _check_output_size(run, 2 * num_examples, "completion")
+    x = run.model_data("test")[:num_examples]
+    torch.manual_seed(seed)
+    return x, run.model.complete(x, run.model.prefix_positions(), temperature=temperature, **plan.given)
+
+
+def continue_prompt(run: Run, prompt: str, plan: SamplingPlan, temperature: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """
+    ``plan.num_samples`` continuations of ``prompt`` by a text run's prior:
+    the prompt, padded with spaces to a sequence, is encoded, the codes that
+    cover it kept, and the rest drawn (:meth:`~pyprobvae.models.VQVAE.complete`).
+
+    :raises ValueError: for a prompt too short to cover one code or too long
+        for the run's sequences.
+    """
+    ids = encode_text(prompt, run.vocabulary or VOCABULARY)
+    covered = run.model.prefix_positions(len(ids))  # refuses image runs first
+    (length,) = run.model.data_shape
+    x = torch.full((plan.num_samples, length), run.vocabulary.index(" "), dtype=torch.long, device=run.device)
+    x[:, : len(ids)] = ids.to(run.device)
+    torch.manual_seed(seed)
+    return run.model.complete(x, covered, temperature=temperature, **plan.given)
 
 
 def reconstruct(run: Run, num_examples: int) -> Tuple[torch.Tensor, torch.Tensor]:

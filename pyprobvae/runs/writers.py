@@ -91,16 +91,19 @@ def write_examples(examples: torch.Tensor, path: str, nrow: Optional[int] = None
     return write_array(examples, path)
 
 
-def write_reconstructions(inputs: torch.Tensor, reconstructions: torch.Tensor, path: str, vocabulary: Optional[str] = None, title=None) -> str:
+def write_reconstructions(
+    inputs: torch.Tensor, reconstructions: torch.Tensor, path: str, vocabulary: Optional[str] = None, title=None,
+    labels=("input", "recon."),
+) -> str:
     """
-    Inputs and their reconstructions: a PNG with inputs above
-    reconstructions, text with each input followed by its reconstruction, or
-    the reconstructions as an array.
+    Inputs and their reconstructions (or completions): a PNG with inputs
+    above reconstructions (rows labelled ``labels``), text with each input
+    followed by its reconstruction, or the reconstructions as an array.
     """
     suffix = _suffix(path)
     _check_kind(suffix, path, vocabulary)
     if suffix == ".png":
-        return plots.save_reconstructions(inputs, reconstructions, path, title=title)
+        return plots.save_reconstructions(inputs, reconstructions, path, title=title, labels=labels)
     if suffix == ".txt":
         return write_text(torch.stack([inputs, reconstructions], 1).flatten(0, 1), path, vocabulary)
     return write_array(reconstructions, path)

@@ -5,6 +5,7 @@ anything unforeseen is reported as a bug (exit status 3; ``--debug`` shows
 the traceback).
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import torch
 from pyprobvae import cli
 from pyprobvae.cli import main
 from pyprobvae.infer.checkpoint import payload_checksum
+from pyprobvae.runs.folder import read_config
 
 SMALL = ["--hidden", "16", "--latent-dim", "2", "--iwae-samples", "5", "--quiet"]
 
@@ -214,3 +216,25 @@ def test_out_of_memory_is_one_line(capsys, monkeypatch, run_dir):
 
     monkeypatch.setitem(cli.COMMANDS, "evaluate", allocate)
     assert "out of memory" in _error(capsys, ["evaluate", run_dir])
+
+
+def _settings_since(part_config):
+    return {f.name for f in dataclasses.fields(part_config) if f.metadata.get("since")}
+
+
+def test_a_run_written_before_newer_settings_existed_loads_evaluates_and_resumes(run_dir, tmp_path, capsys):
+    out = str(tmp_path / "old")
+    shutil.copytree(run_dir, out)
+    config = read_config(out)
+    newer = {part: _settings_since(getattr(config, part)) for part in ("data", "model", "train", "evaluation")}
+    assert newer["data"] and newer["train"] and newer["evaluation"]  # seq_len, weight_decay, scored_texts at least
+
+    def strip(record, part):
+        return {key: value for key, value in record.items() if key not in newer[part]}
+
+    _edit_config(lambda c: {part: strip(c[part], part) for part in c})(out)
+    _edit_checkpoint(lambda s: s.update(model_config=strip(s["model_config"], "model"), train_config=strip(s["train_config"], "train")),
+                     resign=True)(out)
+    assert main(["evaluate", out, "--iwae-samples", "5"]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--out", out, *SMALL]) == 0
+    assert len(json.loads(open(os.path.join(out, "metrics.json")).read())["history"]) == 2

@@ -63,6 +63,17 @@ def test_text_train_prior_sample_through_the_cli(tmp_path, text_file, capsys):
     assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
     ids = np.load(tmp_path / "s.npy")
     assert ids.shape == (3, 64) and ids.dtype == np.int64
+    with open(os.path.join(out, "metrics.json")) as f:
+        scores = json.load(f)["sample_scores"]["prior"]
+    assert scores["samples"] == 50  # after 2 epochs, maybe no run of 3 letters at all: then no share
+    assert (scores["real_word_share"] is None) == (scores["words"] == 0)
+    assert main(["sample", out, "--n", "2", "--prompt", "the quick brown", "--top-p", "0.9", "--out", str(tmp_path / "p.txt")]) == 0
+    continued = (tmp_path / "p.txt").read_text().split("\n")
+    assert continued[0] == "--- sample 0 ---" and len(continued[1]) == 64 and continued[2] == "--- sample 1 ---"
+    capsys.readouterr()
+    for prompt, message in [("t", "a prompt takes 2 to 63"), ("x" * 64, "has 64 characters")]:
+        assert main(["sample", out, "--prompt", prompt, "--out", str(tmp_path / "p.txt")]) == 2
+        assert message in capsys.readouterr().err
     assert main(["reconstruct", out, "--n", "2", "--out", str(tmp_path / "r.txt")]) == 0
     assert (tmp_path / "r.txt").read_text().count("--- sample") == 4
     assert main(["encode", out, "--out", str(tmp_path / "codes.npy")]) == 0
@@ -86,6 +97,11 @@ def test_cli_errors(tmp_path, capsys, digits):
         (["train", "--dataset", "text", "--out", str(tmp_path / "x")], "need the VQ-VAE"),
         (["train-prior", vae], "needs a VQ-VAE run"),
         (["sample", vae, "--top-k", "3", "--out", str(tmp_path / "x.png")], "top-k sampling applies"),
+        (["sample", vae, "--top-p", "0.5", "--out", str(tmp_path / "x.png")], "top-p sampling applies"),
+        (["sample", vq, "--top-p", "1.5", "--out", str(tmp_path / "x.png")], "--top-p"),
+        (["sample", vae, "--complete", "2", "--out", str(tmp_path / "x.png")], "no sequence of discrete codes"),
+        (["sample", vq, "--prompt", "abc", "--out", str(tmp_path / "x.png")], "a prompt applies to text runs"),
+        (["sample", vq, "--complete", "2", "--prompt", "ab", "--out", str(tmp_path / "x.png")], "not allowed with"),
         (["interpolate", vq, "--out", str(tmp_path / "x.png")], "codes are discrete"),
         (["traverse", vq, "--out", str(tmp_path / "x.png")], "codes are discrete"),
         (["sample", vq, "--out", str(tmp_path / "x.txt")], ".txt is for token data"),
@@ -104,6 +120,10 @@ def test_the_prior_lives_in_the_checkpoint_and_goes_with_retraining(tmp_path, ca
     assert sorted(f for f in os.listdir(out) if f.endswith(".pt")) == ["checkpoint.pt", "classifier.pt"]
     run = Run(out)  # rebuilt whole from the checkpoint alone
     assert run.model.code_prior is not None and run.model.config.code_prior.d_model == 8
+    assert main(["sample", out, "--complete", "3", "--top-p", "0.8", "--out", str(tmp_path / "c.npy")]) == 0
+    assert np.load(tmp_path / "c.npy").shape == (3, 1, 8, 8)
+    assert main(["sample", out, "--complete", "3", "--out", str(tmp_path / "c.png")]) == 0
+    assert os.path.getsize(tmp_path / "c.png") > 0
     assert len(run.prior_history) == 1
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f)["model"]["code_prior"]["num_layers"] == 1

@@ -374,6 +374,33 @@ def test_npz_split_keys(tmp_path):
     assert train.y.tolist() == [0, 1, 2, 0, 1, 2] and test.y.tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_npz_channel_last_and_channel_first_images_are_the_same_dataset(tmp_path, channels):
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 256, size=(10, channels, 5, 6), dtype=np.uint8)
+    datasets = []
+    for name, x in (("first", first), ("last", first.transpose(0, 2, 3, 1))):
+        path = str(tmp_path / f"{name}.npz")
+        np.savez(path, x_train=x[:7], y_train=np.arange(7), x_test=x[7:], y_test=np.arange(3))
+        datasets.append([load_npz(path, split) for split in ("train", "test")])
+    for a, b in zip(*datasets):
+        assert a.data_shape == b.data_shape == (channels, 5, 6)
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and a.x.is_contiguous() and b.x.is_contiguous()
+        assert (a.num_levels, a.num_classes) == (b.num_levels, b.num_classes)
+    assert torch.equal(datasets[0][0].x, torch.from_numpy(first[:7]).float() / 255)
+
+
+@pytest.mark.parametrize("shape", [(10, 5, 7, 7), (10, 2, 28, 28), (10, 28, 28, 2)])
+def test_npz_images_without_a_channel_axis_of_1_or_3(tmp_path, shape):
+    path = str(tmp_path / "odd.npz")
+    np.savez(path, x=np.zeros(shape, dtype=np.uint8))
+    with pytest.raises(DataError) as error:
+        load_npz(path, "train")
+    message = str(error.value)
+    assert path in message and f"shape {shape}" in message and "\n" not in message
+    assert "(N, C, H, W) or (N, H, W, C) with C = 1 (grey) or 3 (colour)" in message and "(N, H, W)" in message
+
+
 def test_npz_single_x(tmp_path):
     path = str(tmp_path / "single.npz")
     x = np.arange(50 * 3, dtype=np.float32).reshape(50, 3)

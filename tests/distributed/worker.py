@@ -50,10 +50,8 @@ def _data():
 
 
 def _fit(task, out):
-    from pyprobvae.distributed import init_from_environment
+    from pyprobvae.distributed import init_from_environment, shut_down
     from pyprobvae.families.quantizer import VectorQuantizer
-    from pyprobvae.infer import TrainConfig, fit
-    from tests.common import tiny_model
 
     drawn = torch.distributions.Normal.rsample
     world = init_from_environment("cpu")
@@ -66,6 +64,16 @@ def _fit(task, out):
         return restart(self, rare, *args)
 
     VectorQuantizer._restart = counted
+    try:
+        _fit_runs(task, out, world, train, test, restarts, drawn)
+    finally:  # leave the group before exit: gloo's threads torn down by the interpreter may abort the process
+        shut_down()
+
+
+def _fit_runs(task, out, world, train, test, restarts, drawn):
+    from pyprobvae.infer import TrainConfig, fit
+    from tests.common import tiny_model
+
     for run in task["runs"]:
         folder = os.path.join(out, run["folder"])
         os.makedirs(folder, exist_ok=True)

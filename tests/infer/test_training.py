@@ -533,3 +533,17 @@ def test_checkpoint_of_an_earlier_version_is_refused_naming_it(tmp_path):
     torch.save({"format": "pyprobvae-checkpoint-1", "model": {}}, old)
     with pytest.raises(CheckpointError, match="written by pyprobvae 0.1.*train the run again"):
         load_checkpoint(old)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "clipped-adam"])
+def test_weight_decay_zero_is_the_plain_optimizer_and_positive_shrinks_unused_weights(optimizer):
+    weight = torch.nn.Parameter(torch.full((3,), 2.0))
+    plain = loop.make_optimizer(loop.LoopConfig(optimizer=optimizer), [weight])
+    assert type(plain) is (torch.optim.Adam if optimizer == "adam" else pyro.optim.clipped_adam.ClippedAdam)
+    decayed = loop.make_optimizer(loop.LoopConfig(optimizer=optimizer, lr=0.1, weight_decay=0.5), [weight])
+    weight.grad = torch.zeros(3)
+    decayed.step()
+    if optimizer == "adam":  # AdamW, decoupled: w <- w - lr * wd * w when the gradient is 0
+        torch.testing.assert_close(weight.detach(), torch.full((3,), 2.0 * (1 - 0.1 * 0.5)))
+    else:  # ClippedAdam's L2 term: the gradient becomes wd * w > 0, so Adam's first step moves w by -lr
+        torch.testing.assert_close(weight.detach(), torch.full((3,), 2.0 - 0.1))

@@ -147,3 +147,30 @@ def test_stock_svi_runs_the_vqvae(digits):
     assert dataset_elbo(model, x).log_likelihood.mean() > before
     trace = poutine.trace(model.guide).get_trace(x)
     assert {"codebook", "commitment"} <= set(trace.nodes)
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_completion_keeps_the_codes_of_the_top_half_and_draws_the_rest(digits, with_prior):
+    model = _vqvae().eval()
+    if with_prior:
+        model.attach_code_prior(TransformerPriorConfig(d_model=8, num_heads=2, num_layers=1))
+    x = digits[1].x[:5]
+    kept = model.prefix_positions()
+    assert kept == 8  # the upper 2 of the 4 rows of the 4x4 grid
+    torch.manual_seed(0)
+    completed = model.complete(x, kept, temperature=0.9, top_p=0.95)
+    torch.manual_seed(0)
+    codes = model.prior(5).sample_codes(5, 0.9, None, 0.95, prefix=model.encode(x)[:, :kept])
+    assert torch.equal(codes[:, :kept], model.encode(x)[:, :kept])
+    assert len(codes[:, kept:].unique()) > 1
+    torch.testing.assert_close(completed, model.decode(codes), rtol=0, atol=0)
+
+
+def test_completion_errors(digits):
+    model = _vqvae().eval()
+    with pytest.raises(ValueError, match="the kept codes must number 0 to 15 of 16"):
+        model.complete(digits[1].x[:2], 16)
+    with pytest.raises(ValueError, match="a prompt applies to text runs"):
+        model.prefix_positions(tokens=4)
+    with pytest.raises(ValueError, match="no sequence of discrete codes to complete"):
+        tiny_model("vae").prefix_positions()

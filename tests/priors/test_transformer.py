@@ -43,8 +43,8 @@ def _next_logits(prior, prefix):
 
 @pytest.mark.parametrize("mode", ["train", "eval", "eval-no-grad"])
 def test_logits_do_not_depend_on_current_or_later_codes(mode):
-    # eval under no_grad is the path where nn.TransformerEncoderLayer takes its
-    # fused fast path; dropout only acts (and must be 0 to compare) in train mode.
+    # eval under no_grad is where scaled_dot_product_attention may pick another
+    # kernel; dropout only acts (and must be 0 to compare) in train mode.
     prior = _prior(dropout=0.0 if mode == "train" else 0.1)
     prior.train(mode == "train")
     codes = _random_codes(8, prior)
@@ -176,6 +176,60 @@ def test_first_code_follows_the_tempered_softmax(temperature):
     frequencies = torch.bincount(prior.sample(n, temperature=temperature)[:, 0], minlength=4) / n
     # Each frequency is a binomial proportion: standard error sqrt(p (1 - p) / n).
     tolerance = 5 * torch.sqrt(probs * (1 - probs) / n)
+    assert torch.all((frequencies - probs).abs() < tolerance), (frequencies, probs)
+
+
+# --- the key/value cache -------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefill", [0, 1, 3])
+def test_cached_decoding_gives_the_logits_of_the_uncached_forward(prefill):
+    # float64, so that the only difference between the paths (the order of the
+    # reductions in attention over 1 vs n queries) is at the 1e-15 level
+    prior = _prior(codebook_size=7, num_positions=8, dropout=0.1).double().eval()
+    codes = _random_codes(5, prior)
+    with torch.no_grad():
+        full = prior(codes)
+        cache = prior.new_cache(len(codes))
+        steps = [prior.logits(prior.inputs(codes[:, :prefill]), cache)]
+        for t in range(prefill, prior.num_positions - 1):
+            steps.append(prior.logits(prior.inputs(codes[:, t : t + 1], cache.length, with_start_token=False), cache))
+    assert cache.length == prior.num_positions
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-12)
+
+
+def test_cached_sampling_draws_what_uncached_sampling_draws():
+    prior = _prior(codebook_size=6).double().eval()
+    torch.manual_seed(3)
+    codes = prior.sample(50)
+    torch.manual_seed(3)
+    expected = torch.empty(50, 0, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(prior.num_positions):
+            probs = torch.softmax(_next_logits(prior, expected), -1)
+            expected = torch.cat([expected, torch.multinomial(probs, 1)], 1)
+    assert torch.equal(codes, expected)
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 5])
+def test_sampling_never_changes_the_prefix(length):
+    prior = _prior(dropout=0.1)
+    prefix = _random_codes(40, prior, seed=length)[:, :length]
+    torch.manual_seed(0)
+    codes = prior.sample(40, prefix=prefix, top_p=0.9, temperature=0.7)
+    assert codes.shape == (40, prior.num_positions)
+    assert torch.equal(codes[:, :length], prefix)
+
+
+def test_the_code_after_a_prefix_follows_its_conditional():
+    prior = _prior(codebook_size=4, num_positions=4).eval()
+    prefix = torch.tensor([[2, 0]]).expand(20000, -1)
+    with torch.no_grad():
+        probs = torch.softmax(_next_logits(prior, prefix[:1]), -1)[0]
+    torch.manual_seed(1)
+    frequencies = torch.bincount(prior.sample(len(prefix), prefix=prefix)[:, 2], minlength=4) / len(prefix)
+    # binomial proportions: standard error sqrt(p (1 - p) / n)
+    tolerance = 5 * torch.sqrt(probs * (1 - probs) / len(prefix))
     assert torch.all((frequencies - probs).abs() < tolerance), (frequencies, probs)
 
 
@@ -323,6 +377,12 @@ def test_log_prob_needs_full_sequences():
         (dict(temperature=math.nan), "temperature"),
         (dict(top_k=0), "top_k"),
         (dict(top_k=6), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(prefix=torch.zeros(3, 2, dtype=torch.long)), "one row per sample"),
+        (dict(prefix=torch.zeros(2, 6, dtype=torch.long)), "shorter than num_positions = 6"),
+        (dict(prefix=torch.full((2, 2), 5)), r"\[0, 5\)"),
+        (dict(prefix=torch.zeros(2, 2)), "integer dtype"),
     ],
 )
 def test_bad_sampling_arguments_raise(kwargs, message):
