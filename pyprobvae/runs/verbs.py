@@ -348,6 +348,7 @@ def continue_prompt(run: Run, prompt: str, plan: SamplingPlan, temperature: floa
     """
     ids = encode_text(prompt, run.vocabulary or VOCABULARY)
     covered = run.model.prefix_positions(len(ids))  # refuses image runs first
+    _check_output_size(run, plan.num_samples, "continuation")
     (length,) = run.model.data_shape
     x = torch.full((plan.num_samples, length), run.vocabulary.index(" "), dtype=torch.long, device=run.device)
     x[:, : len(ids)] = ids.to(run.device)
