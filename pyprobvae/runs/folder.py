@@ -102,8 +102,8 @@ class RunConfig:
             EvaluationConfig.from_dict(data["evaluation"]),
         )
         for part in ("data", "model", "train", "evaluation"):  # a stored record is complete: a missing setting is damage
-            required = {f.name for f in fields(getattr(config, part)) if f.metadata.get("since") is None}
-            missing = sorted(required - set(data[part]))
+            settings = getattr(config, part)
+            missing = sorted({f.name for f in fields(settings)} - set(type(settings).with_newer_defaults(data[part])))
             if missing:
                 raise ConfigError(f"its {part} part has no {missing[0]!r}")
         return config
