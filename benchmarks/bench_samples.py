@@ -29,7 +29,6 @@ import argparse
 import os
 import statistics
 
-from pyprobvae.infer import PriorTrainConfig
 from pyprobvae.models import model_config
 from pyprobvae.runs import DataConfig, Run, verbs
 
@@ -52,7 +51,7 @@ def run_seed(args, seed: int) -> dict:
     vae = verbs.train(vae_dir, data, model_config("vae", network=args.vae_network),
                       {"epochs": args.vae_epochs, "seed": seed}, overwrite=True, progress=False)
     uniform = verbs.train(vq_dir, data, model_config("vqvae"), {"epochs": args.vq_epochs, "seed": seed}, overwrite=True, progress=False)
-    prior = verbs.train_prior(Run(vq_dir), config=PriorTrainConfig(epochs=args.prior_epochs, seed=seed), progress=False)
+    prior = verbs.train_prior(Run(vq_dir), training={"epochs": args.prior_epochs, "seed": seed}, progress=False)
     return {"VAE": _row(vae), "uniform codes": _row(uniform), "VQ-VAE + transformer": _row(prior)}
 
 

@@ -10,8 +10,8 @@ transformer of the same size trained for the same time.
 * **char-level**: a :class:`~pyprobvae.priors.TransformerPrior` with the
   prior's architecture (width, heads, layers, dropout) over the characters
   themselves (free embeddings, one position per character), trained by the
-  same loop (``train_prior``: the same batch size, learning rate, held-out
-  share and early stopping) for as many epochs as fit in the two-stage
+  same loop (``train_prior`` with the same text defaults: batch size,
+  learning rate and its schedule, held-out share and early stopping) for as many epochs as fit in the two-stage
   model's training time (both stages together), measured here.
 
 Reported for each, on the text's fixed test split: bits per character (the
@@ -40,6 +40,7 @@ from pyprobvae.infer import PriorTrainConfig, train_prior
 from pyprobvae.models import model_config
 from pyprobvae.priors import TransformerPrior
 from pyprobvae.runs import DataConfig, Run, verbs
+from pyprobvae.runs.data_defaults import prior_defaults
 
 try:
     import _harness as harness
@@ -54,7 +55,7 @@ def two_stage(args, data):
     folder = os.path.join(args.out, "two-stage")
     verbs.train(folder, data, model_config("vqvae"), {"seed": args.seed}, overwrite=True, progress=False)
     run = Run(folder)
-    metrics = verbs.train_prior(run, config=PriorTrainConfig(seed=args.seed), progress=False)
+    metrics = verbs.train_prior(run, training={"seed": args.seed}, progress=False)
     seconds = time.perf_counter() - started
     torch.manual_seed(args.seed)
     samples = decode_text(run.model.sample(args.samples), run.vocabulary)
@@ -65,7 +66,7 @@ def char_level(args, run, train, test, seconds):
     prior_config = run.model.config.code_prior.replace(
         codebook_size=len(train.vocabulary), num_positions=train.data_shape[0], code_dim=None
     )
-    loop = PriorTrainConfig(seed=args.seed)
+    loop = PriorTrainConfig(**{**prior_defaults(run.config.model.likelihood)[1], "seed": args.seed})
     held_out = max(1, int(loop.validation_share * len(train.x)))
     order = torch.randperm(len(train.x), generator=torch.Generator().manual_seed(args.seed))
 

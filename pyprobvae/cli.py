@@ -38,6 +38,7 @@ from .models.registry import DEFAULT_MODEL, inapplicable_reason, model_class, se
 from .priors import TransformerPriorConfig
 from .resources import ResourceError
 from .runs import verbs
+from .runs.data_defaults import TEXT_PRIOR, TEXT_PRIOR_TRAINING, TEXT_TRAINING
 from .runs.folder import CONFIG, DataConfig, Run, read_config
 from .runs.writers import SUFFIXES, check_output, write_array, write_examples, write_paths, write_reconstructions
 
@@ -101,11 +102,13 @@ def _show_default(value) -> str:
     return "none" if value is None else str(value)
 
 
-def _add_config_options(parser, configs, *, skip=(), only=None, seen=None):
+def _add_config_options(parser, configs, *, skip=(), only=None, seen=None, text_defaults=None):
     """
     One option per setting of the ``configs`` dataclasses (a setting shared
     by several is added once), with ``default=SUPPRESS`` so that only what the
     user typed reaches the verbs and every default stays in its config.
+    ``text_defaults`` are the settings text runs default to otherwise
+    (:mod:`~pyprobvae.runs.data_defaults`), shown in the help.
     """
     seen = set() if seen is None else seen
     for cls in configs:
@@ -114,7 +117,10 @@ def _add_config_options(parser, configs, *, skip=(), only=None, seen=None):
             if f.metadata.get("derived") or f.name in skip or f.name in seen or (only is not None and f.name not in only):
                 continue
             seen.add(f.name)
-            help_text = f"{docs.get(f.name, '')} (default: {_show_default(f.default)})".strip()
+            shown = _show_default(f.default)
+            if text_defaults and f.name in text_defaults:
+                shown += f"; for text: {_show_default(text_defaults[f.name])}"
+            help_text = f"{docs.get(f.name, '')} (default: {shown})".strip()
             owners = [name for name, model in MODELS.items() if issubclass(cls, ModelConfig) and f.name in _names(model.Config)]
             if owners and len(owners) < len(MODELS):
                 help_text += f" [--model {', '.join(owners)}]"
@@ -124,7 +130,7 @@ def _add_config_options(parser, configs, *, skip=(), only=None, seen=None):
             else:
                 choices = f.metadata.get("choices")
                 optional = optional_inner(types[f.name])[1]
-                metavar = f.name.upper() if choices is None else "{" + ",".join(choices + (("none",) if optional else ())) + "}"
+                metavar = f.name.upper() if choices is None else "{" + ",".join(map(str, choices + (("none",) if optional else ()))) + "}"
                 parser.add_argument(*flags, dest=f.name, type=_parser_of(types[f.name], f.metadata), default=argparse.SUPPRESS,
                                     metavar=metavar, help=help_text)
     return seen
@@ -178,7 +184,7 @@ def _add_train(commands):
     seen = _add_config_options(group, [ModelConfig], skip=("model",), seen=seen)
     for name, cls in MODELS.items():  # each setting in the group of the first model that has it
         seen = _add_config_options(p.add_argument_group(f"{cls.description} (--model {name})"), [cls.Config], skip=("model",), seen=seen)
-    seen = _add_config_options(p.add_argument_group("training"), [TrainConfig], seen=seen)
+    seen = _add_config_options(p.add_argument_group("training"), [TrainConfig], seen=seen, text_defaults=TEXT_TRAINING)
     _add_config_options(p.add_argument_group("evaluation"), [EvaluationConfig], only=("iwae_samples",), seen=seen)
     group = p.add_argument_group("run folder")
     group.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
@@ -196,8 +202,8 @@ def _add_run_commands(commands):
 
     p = commands.add_parser("train-prior", help="runs with discrete codes (VQ-VAE): fit a transformer prior to the run's codes (stage 2)")
     p.add_argument("run")
-    seen = _add_config_options(p, [TransformerPriorConfig])
-    _add_config_options(p, [PriorTrainConfig], seen=seen)
+    seen = _add_config_options(p, [TransformerPriorConfig], text_defaults=TEXT_PRIOR)
+    _add_config_options(p, [PriorTrainConfig], seen=seen, text_defaults=TEXT_PRIOR_TRAINING)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = commands.add_parser("sample", help="decode draws from the prior")
@@ -337,9 +343,9 @@ def _evaluate(args):
 
 def _train_prior(args):
     given = vars(args)
-    config = PriorTrainConfig(**_pick(given, PriorTrainConfig))
-    run = Run(args.run, config.device)
-    metrics = verbs.train_prior(run, TransformerPriorConfig(**_pick(given, TransformerPriorConfig)), config, progress=not args.quiet)
+    training = _pick(given, PriorTrainConfig)
+    run = Run(args.run, PriorTrainConfig(**training).device)
+    metrics = verbs.train_prior(run, _pick(given, TransformerPriorConfig), training, progress=not args.quiet)
     if current_world().is_main:
         print(json.dumps(_summary(run.config.model.model, metrics)))
         print(f"prior: stored in {os.path.abspath(run.path('checkpoint.pt'))}")

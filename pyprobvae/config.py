@@ -58,7 +58,8 @@ def limits(
 
 
 def setting(
-    default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = False, since: Optional[str] = None, **value_limits
+    default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = False, since: Optional[str] = None,
+    before: Any = dataclasses.MISSING, **value_limits
 ):
     """
     A dataclass field with the checks :class:`Config` applies to its value.
@@ -68,12 +69,17 @@ def setting(
         command lines written for earlier versions), e.g. ``("--guide",)``.
     :param bool derived: taken from the data set (shapes, class counts), not
         chosen by the user: no command-line option.
-    :param since: the version that added the setting, whose default must be
-        how earlier versions behaved: a stored record written before it
-        (without the setting) is complete with the default.
+    :param since: the version that added the setting: a stored record
+        written before it (without the setting) is complete with ``before``.
+    :param before: how versions before ``since`` behaved, when that is not
+        the default (default: the default).
     :param value_limits: the value's :func:`limits`.
     """
+    if before is not dataclasses.MISSING and since is None:
+        raise ValueError("before says how versions before `since` behaved: give since too")
     metadata = dict(limits(**value_limits), aliases=aliases, derived=derived, since=since)
+    if since is not None:
+        metadata["before"] = default if before is dataclasses.MISSING else before
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -279,8 +285,8 @@ class Config:
 
     @classmethod
     def with_newer_defaults(cls, record: dict) -> dict:
-        """``record`` (a stored :meth:`to_dict`) completed with the defaults of the settings added since it was written (``since``)."""
-        return {**{f.name: f.default for f in dataclasses.fields(cls) if f.metadata.get("since")}, **record}
+        """``record`` (a stored :meth:`to_dict`) completed, for the settings added since it was written (``since``), with how earlier versions behaved (``before``)."""
+        return {**{f.name: f.metadata["before"] for f in dataclasses.fields(cls) if f.metadata.get("since")}, **record}
 
     def replace(self, **changes):
         """A copy with some settings changed (and checked)."""

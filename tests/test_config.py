@@ -91,7 +91,7 @@ def test_defaults_live_in_the_configs_only():
     assert {k for k in vars(args)} == {"command", "out", "resume", "overwrite", "quiet"}
     assert TrainConfig().epochs == 100  # the one default of the number of epochs (the CLI's, the API's)
     help_text = make_parser()._subparsers._group_actions[0].choices["train"].format_help()
-    assert "Passes over the training data. (default: 100)" in help_text
+    assert "Passes over the training data. (default: 100; for text: 10)" in " ".join(help_text.split())
 
 
 def test_every_user_setting_of_every_model_is_a_train_option():
@@ -102,3 +102,21 @@ def test_every_user_setting_of_every_model_is_a_train_option():
             continue
         user = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
         assert user <= options, (cls.__name__, user - options)
+
+
+def test_a_record_written_before_a_setting_existed_reads_as_earlier_versions_behaved():
+    @dataclasses.dataclass
+    class Versioned(Config):
+        width: int = setting(8)
+        depth: int = setting(3, since="0.3.0")
+        length: int = setting(128, since="0.3.0", before=64)
+
+    old = {"width": 5}
+    assert Versioned.with_newer_defaults(old) == {"width": 5, "depth": 3, "length": 64}
+    assert Versioned.with_newer_defaults({"width": 5, "length": 32}) == {"width": 5, "depth": 3, "length": 32}
+    assert Versioned.from_dict(Versioned.with_newer_defaults(old)) == Versioned(width=5, length=64)
+    with pytest.raises(ValueError, match="give since too"):
+        setting(1, before=2)
+    # the defaults 0.3.0 changed: text runs of 0.2.0 had 64-character sequences and two characters per code
+    assert DataConfig.with_newer_defaults({"dataset": "text"})["seq_len"] == 64 != DataConfig().seq_len
+    assert MODELS["vqvae"].Config.with_newer_defaults({})["tokens_per_code"] == 2 != MODELS["vqvae"].Config().tokens_per_code

@@ -58,6 +58,9 @@ from ..resources import resolve_device
 from .checkpoint import CheckpointError
 
 OPTIMIZERS = ("adam", "clipped-adam")
+LR_SCHEDULES = ("constant", "cosine")
+# The cosine schedule's last learning rate, as a share of lr (nanoGPT's min_lr = lr / 10).
+COSINE_FINAL_SHARE = 0.1
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -80,6 +83,8 @@ class LoopConfig(Config):
     """The clipping bound of clipped-adam."""
     weight_decay: float = setting(0.0, minimum=0, maximum=10.0, since="0.3.0")
     """Decoupled weight decay (Loshchilov & Hutter 2019): adam becomes torch.optim.AdamW, each step shrinking every weight by lr * weight_decay of itself; 0: none."""
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES, since="0.3.0")
+    """constant: lr at every step; cosine: from lr down to lr / 10 along half a cosine over the run's steps (Loshchilov & Hutter 2017, without restarts)."""
     log_every: int = setting(50, minimum=1, maximum=10**6)
     """Steps between reads of the running loss from the device (the progress bar and the check that every term is finite)."""
     seed: int = setting(0, **SEED)
@@ -192,6 +197,26 @@ def make_optimizer(config: LoopConfig, parameters) -> torch.optim.Optimizer:
     return ClippedAdam(parameters, lr=config.lr, clip_norm=config.clip_norm, weight_decay=config.weight_decay)
 
 
+def scheduled_lr(config: LoopConfig, step: int, total_steps: int) -> float:
+    r"""
+    The learning rate of step ``step`` (from 0) of ``total_steps``: ``config.lr``
+    for the constant schedule, and for the cosine one
+
+    .. math::
+
+        \eta_t = \eta \left(s + (1 - s) \tfrac{1}{2} \left(1 + \cos \tfrac{\pi t}{T}\right)\right),
+        \quad s = 0.1,
+
+    :math:`\eta` at the first step, falling to :math:`s \eta` at the end
+    (SGDR, Loshchilov & Hutter 2017, with one cycle and no restart; the final
+    share as nanoGPT's ``min_lr``).
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = min(step / max(total_steps, 1), 1.0)
+    return config.lr * (COSINE_FINAL_SHARE + (1 - COSINE_FINAL_SHARE) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 class Objective(abc.ABC):
     """
     What a :class:`Trainer` minimizes: :attr:`network`, the module whose
@@ -239,6 +264,8 @@ class Trainer:
         self.network = world.wrap(self.module)
         self.optimizer = make_optimizer(config, self.module.parameters())
         self.global_step = 0
+        self.total_steps = 0
+        self._scheduled = config.lr_schedule != "constant"
         self._dtype = torch.float32 if self.device.type == "mps" else torch.float64
         self._window: List[torch.Tensor] = []
         self._window_start = 0
@@ -260,6 +287,10 @@ class Trainer:
         sums = torch.stack([*terms, losses]).detach().sum(-1, dtype=self._dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self._scheduled:
+            lr = scheduled_lr(self.config, self.global_step, self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.optimizer.step()
         self._window.append(sums)
         self.global_step += 1
@@ -332,6 +363,7 @@ class Trainer:
         history = list(history or [])
         progress = progress and self.world.is_main
         self.global_step = start_epoch * self.steps_per_epoch(len(data[0]))
+        self.total_steps = self.config.epochs * self.steps_per_epoch(len(data[0]))
         for epoch in range(start_epoch + 1, self.config.epochs + 1):
             snapshot = self._snapshot()
             try:

@@ -23,9 +23,11 @@ from ..networks import MLP, ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEnc
 from ..priors import CodebookPrior, TransformerPrior, TransformerPriorConfig
 from .base import NETWORKS, Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
 
-# Characters per code of the 1-D convolutional VQ-VAE (a power of two): with
-# 64 codes, 6 bits for 2 characters, enough to reconstruct most text.
-TOKENS_PER_CODE = 2
+TOKENS_PER_CODE_CHOICES = (1, 2, 4, 8)
+CODEBOOK_SIZE = 64
+"""Codes K when the config leaves it to the data: images."""
+TEXT_CODEBOOK_SIZE = 128
+"""Codes K when the config leaves it to the data: text (the ``tokens`` likelihood)."""
 
 
 @dataclass
@@ -36,15 +38,15 @@ class VQVAEConfig(ModelConfig):
     :mod:`pyprobvae.networks.conv`, with a grid of codes per image (4x4 for
     8x8 digits, 7x7 for 28x28 MNIST), and token sequences
     (``likelihood="tokens"``, ``data_shape = (L,)``) the 1-D ones, with one
-    code per :data:`TOKENS_PER_CODE` tokens. With ``network="mlp"`` an MLP
+    code per ``tokens_per_code`` tokens. With ``network="mlp"`` an MLP
     maps the flattened example to ``num_positions`` codes and back.
     """
 
     model: str = setting("vqvae", choices=("vqvae",))
     network: str = setting("conv", choices=NETWORKS)
     """Encoder and decoder: conv (the default here; 2-D for images, 1-D for text) or mlp."""
-    codebook_size: int = setting(64, minimum=1, maximum=65536)
-    """Number of codes K."""
+    codebook_size: Optional[int] = setting(None, minimum=1, maximum=65536)
+    """Number of codes K; none: the data's default, 64, or 128 for text (one code per character needs more codes than its 96 characters)."""
     code_dim: int = setting(16, minimum=1, maximum=4096)
     """Dimension D of the codes."""
     beta: float = setting(0.25, minimum=0)
@@ -59,8 +61,24 @@ class VQVAEConfig(ModelConfig):
     """Decay of the usage's moving average."""
     num_positions: int = setting(16, minimum=1, maximum=4096)
     """Codes per example of the mlp network (the conv networks take it from the data's shape)."""
+    tokens_per_code: int = setting(1, choices=TOKENS_PER_CODE_CHOICES, since="0.3.0", before=2)
+    """Characters per code of the conv network for text, 1, 2, 4 or 8 (the sequence length must be a multiple): fewer reconstruct text more exactly, more give the prior shorter code sequences (2 before 0.3.0)."""
     code_prior: Optional[TransformerPriorConfig] = setting(None, derived=True)
     """The learned prior over the codes, once train-prior has fitted one (stage 2); None: uniform."""
+
+    def data_settings(self, dataset) -> dict:
+        """The data's settings (:meth:`ModelConfig.data_settings`) and, unless chosen, its codebook size."""
+        settings = super().data_settings(dataset)
+        return {**settings, "codebook_size": self.codebook_size or default_codebook_size(settings["likelihood"])}
+
+    def check(self):
+        if self.likelihood == "tokens" and self.network == "conv" and len(self.data_shape) == 1:
+            (length,) = self.data_shape
+            if length % self.tokens_per_code:
+                raise ConfigError(
+                    f"sequences of {length} characters do not split into codes of tokens_per_code={self.tokens_per_code}: "
+                    f"choose a sequence length that is a multiple of {self.tokens_per_code}"
+                )
 
 
 class VQVAE(LatentVariableModel):
@@ -114,6 +132,8 @@ class VQVAE(LatentVariableModel):
     summary_keys = ("test_nll", "bits_per_dim", "prior", "recon_mse", "recon_accuracy", "codebook_perplexity", "codes_used")
 
     def __init__(self, config: VQVAEConfig):
+        if config.codebook_size is None:
+            config = config.replace(codebook_size=default_codebook_size(config.likelihood))
         super().__init__(config)
         likelihood = make_likelihood(config.likelihood, config.data_shape, config.num_levels, config.gaussian_scale, config.learn_scale)
         self.encoder, decoder_net, self.num_positions = _networks(config, likelihood)
@@ -252,12 +272,13 @@ class VQVAE(LatentVariableModel):
             if self.config.likelihood != "tokens":
                 raise ValueError("a prompt applies to text runs; image runs complete the top half of test images")
             (length,) = self.data_shape
-            if not TOKENS_PER_CODE <= tokens < length:
+            per_code = self.config.tokens_per_code
+            if not per_code <= tokens < length:
                 raise ValueError(
                     f"the prompt has {tokens} characters; this run's sequences hold {length}, so a prompt takes "
-                    f"{TOKENS_PER_CODE} to {length - 1} (one code covers {TOKENS_PER_CODE})"
+                    f"{per_code} to {length - 1} (one code covers {per_code})"
                 )
-            return tokens // TOKENS_PER_CODE
+            return tokens // per_code
         grid = getattr(self.encoder, "grid_shape", (self.num_positions,))
         return (grid[0] // 2) * math.prod(grid[1:])
 
@@ -368,6 +389,11 @@ class VQVAE(LatentVariableModel):
         return torch.cat([self.encode(x[start : start + batch_size]) for start in range(0, len(x), batch_size)])
 
 
+def default_codebook_size(likelihood: Optional[str]) -> int:
+    """The codebook size for data with ``likelihood`` when the config leaves it open: :data:`TEXT_CODEBOOK_SIZE` for text, else :data:`CODEBOOK_SIZE`."""
+    return TEXT_CODEBOOK_SIZE if likelihood == "tokens" else CODEBOOK_SIZE
+
+
 def _networks(config: VQVAEConfig, likelihood):
     """``(encoder, decoder network, P)`` of the config's network for its data."""
     data_shape = config.data_shape
@@ -382,7 +408,7 @@ def _networks(config: VQVAEConfig, likelihood):
     if config.likelihood == "tokens":
         if len(data_shape) != 1:
             raise ConfigError(f"token sequences have data_shape (length,), got {data_shape}")
-        halvings = TOKENS_PER_CODE.bit_length() - 1
+        halvings = config.tokens_per_code.bit_length() - 1
         encoder = ConvEncoder1d(data_shape[0], config.num_levels, config.code_dim, downsamplings=halvings)
         return encoder, ConvDecoder1d(data_shape[0], config.code_dim, config.num_levels, upsamplings=halvings), encoder.num_positions
     if len(data_shape) != 3:

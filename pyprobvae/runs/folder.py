@@ -61,8 +61,8 @@ class DataConfig(Config):
     """digits (bundled), mnist, fashion-mnist, PATH.npz, text (docstrings of Python's standard library) or text:PATH (a UTF-8 file)."""
     data_dir: Optional[str] = None
     """Directory holding the MNIST-format IDX files."""
-    seq_len: int = setting(DEFAULT_SEQ_LEN, minimum=2, maximum=1_000_000, since="0.3.0")
-    """Characters per sequence of text data (text, text:PATH); images have their own shape."""
+    seq_len: int = setting(DEFAULT_SEQ_LEN, minimum=2, maximum=1_000_000, since="0.3.0", before=64)
+    """Characters per sequence of text data (text, text:PATH); images have their own shape (64 before 0.3.0)."""
 
     def absolute(self) -> "DataConfig":
         """This config with file paths made absolute, so that the run folder works from anywhere."""

@@ -24,10 +24,10 @@ from ..evaluation import EvaluationConfig, load_or_train_classifier, real_word_s
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
 from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit, load_checkpoint
 from ..infer import train_prior as fit_prior
-from ..infer.training import default_binarization
 from ..models import ModelConfig, SamplingPlan, build_model
 from ..priors import TransformerPriorConfig
 from ..resources import check_fits, limit_allocations
+from .data_defaults import prior_defaults, training_defaults
 from .folder import CHECKPOINT, CLASSIFIER, CONFIG, CURVES, METRICS, DataConfig, Run, RunConfig, read_config, write_config
 from .writers import write_exhibits, write_json
 
@@ -54,8 +54,9 @@ def train(
     :param ModelConfig model: the architecture; completed for the data
         (:meth:`~pyprobvae.models.base.ModelConfig.for_data`).
     :param dict training: settings of :class:`~pyprobvae.infer.TrainConfig`;
-        without ``binarize``, the binarization the likelihood needs
-        (:func:`~pyprobvae.infer.training.default_binarization`).
+        those it lacks take the data's defaults
+        (:func:`~pyprobvae.runs.data_defaults.training_defaults`), then the
+        config's.
     :param EvaluationConfig evaluation: how to evaluate the result.
     :param bool resume: continue the run's checkpoint (only ``epochs`` may
         differ from the saved settings).
@@ -73,8 +74,7 @@ def train(
         data = data.absolute()
         train_split, test_split = (load_dataset(data.dataset, split, data.data_dir, data.seq_len) for split in ("train", "test"))
         model = model.for_data(train_split)
-        training = dict(training or {})
-        training.setdefault("binarize", default_binarization(model.likelihood, train_split))
+        training = {**training_defaults(model.likelihood, train_split), **(training or {})}
         config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
         world.check_batch_size(config.train.batch_size)
         target = existed = None
@@ -219,7 +219,7 @@ def _check_resumable(directory: str, config: RunConfig) -> None:
         raise CheckpointError(f"cannot resume {directory} with another architecture: {saved.model} != {config.model}")
 
 
-def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config: Optional[PriorTrainConfig] = None, progress: bool = True) -> dict:
+def train_prior(run: Run, prior: Optional[dict] = None, training: Optional[dict] = None, progress: bool = True) -> dict:
     """
     Stage 2 of a model with discrete codes: fit a learned prior over the
     codes of the training split (raster order), keeping the parameters of
@@ -229,13 +229,20 @@ def train_prior(run: Run, prior: Optional[TransformerPriorConfig] = None, config
     pictures with it.
 
     :param Run run: a run whose model has discrete codes.
-    :param TransformerPriorConfig prior: the prior's architecture.
-    :param PriorTrainConfig config: the training settings.
+    :param dict prior: settings of the prior's architecture,
+        :class:`~pyprobvae.priors.TransformerPriorConfig`, and
+    :param dict training: settings of :class:`~pyprobvae.infer.PriorTrainConfig`;
+        those of :class:`~pyprobvae.infer.PriorTrainConfig`; the settings
+        either lacks take the data's defaults
+        (:func:`~pyprobvae.runs.data_defaults.prior_defaults`; the device:
+        the run's), then the configs'.
     :param bool progress: show progress.
     :return: the new metrics (also written to ``metrics.json``), with
         ``prior_history``.
     """
-    prior, config = prior or TransformerPriorConfig(), config or PriorTrainConfig(device=str(run.device))
+    architecture, loop = prior_defaults(run.config.model.likelihood)
+    prior = TransformerPriorConfig(**{**architecture, **(prior or {})})
+    config = PriorTrainConfig(**{**loop, "device": str(run.device), **(training or {})})
     world = current_world()
     with world.together():
         world.check_batch_size(config.batch_size)

@@ -111,12 +111,12 @@ def test_load_dataset_unknown_name_and_split():
 
 def test_load_dataset_text(tmp_path):
     corpus = load_dataset("text", "test")
-    assert corpus.name == "text" and corpus.data_shape == (64,) and corpus.x.dtype == torch.int64
+    assert corpus.name == "text" and corpus.data_shape == (128,) and corpus.x.dtype == torch.int64
     assert corpus.vocabulary is not None and corpus.num_levels == len(corpus.vocabulary)
     path = tmp_path / "notes.npz"  # the text: prefix wins over the .npz suffix
-    path.write_text("abc" * 100, encoding="utf-8")
+    path.write_text("abc" * 400, encoding="utf-8")  # 9 sequences of 128
     train = load_dataset(f"text:{path}")
-    assert train.name == str(path) and len(train) == (9 * 4) // 10
+    assert train.name == str(path) and len(train) == (9 * 9) // 10
     with pytest.raises(DataError, match="text file 'missing.txt' does not exist"):
         load_dataset("text:missing.txt")
 

@@ -65,7 +65,7 @@ def test_decode_errors():
 
 
 def test_load_text_default_corpus_splits():
-    train, test = load_text(None, "train"), load_text(None, "test", seq_len=64)
+    train, test = load_text(None, "train", seq_len=64), load_text(None, "test", seq_len=64)
     count = len(default_corpus()) // 64
     assert len(train) + len(test) == count
     assert len(train) == (9 * count) // 10
@@ -78,8 +78,9 @@ def test_load_text_default_corpus_splits():
     normalized = decode_text(encode_text(default_corpus()))
     chunks = [normalized[i * 64 : (i + 1) * 64] for i in range(count)]
     assert sorted(decode_text(train.x) + decode_text(test.x)) == sorted(chunks)
-    again = load_text(None, "test")
+    again = load_text(None, "test", seq_len=64)
     assert torch.equal(again.x, test.x)
+    assert load_text(None, "test").data_shape == (128,)  # DEFAULT_SEQ_LEN
 
 
 def _write(path, content):
@@ -125,7 +126,7 @@ def test_load_text_errors(tmp_path):
 
 
 def test_text_dataset_moves_and_checks_tokens():
-    data = load_text(None, "test")
+    data = load_text(None, "test", seq_len=64)
     moved = data.to("cpu")
     assert moved.vocabulary == VOCABULARY and torch.equal(moved.x, data.x)
     with pytest.raises(DataError, match="needs int64 ids"):

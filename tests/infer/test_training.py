@@ -174,6 +174,31 @@ def test_resume_equals_straight_run(digits, tmp_path, likelihood, config):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"]["state"][k][key]))
 
 
+def test_a_run_stopped_midway_resumes_on_its_cosine_schedule(digits, tmp_path, monkeypatch):
+    """The learning rate is a function of the global step and the run's epochs: a resumed run continues the same schedule."""
+    train = _subset(digits[0], 150)
+    config = TrainConfig(epochs=4, batch_size=40, lr=3e-3, seed=7, lr_schedule="cosine")
+    straight = _vae()
+    hist_straight = fit(straight, train, None, config, checkpoint=str(tmp_path / "straight.pt"), progress=False)
+
+    real_save = training.save_checkpoint
+
+    def save_then_stop(state, path):
+        real_save(state, path)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    path = str(tmp_path / "run.pt")
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_vae(), train, None, config, checkpoint=path, progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    resumed = _vae(init_seed=99)
+    hist_resumed = fit(resumed, train, None, config, checkpoint=path, resume=True, progress=False)
+    assert _without_seconds(hist_resumed) == _without_seconds(hist_straight)
+    _assert_same_parameters(resumed, straight)
+
+
 def test_resume_without_checkpoint(tmp_path, digits):
     with pytest.raises(CheckpointError, match="nothing to resume"):
         fit(_vae(), _subset(digits[0], 20), None, TrainConfig(epochs=1), checkpoint=str(tmp_path / "none.pt"),
@@ -547,3 +572,30 @@ def test_weight_decay_zero_is_the_plain_optimizer_and_positive_shrinks_unused_we
         torch.testing.assert_close(weight.detach(), torch.full((3,), 2.0 * (1 - 0.1 * 0.5)))
     else:  # ClippedAdam's L2 term: the gradient becomes wd * w > 0, so Adam's first step moves w by -lr
         torch.testing.assert_close(weight.detach(), torch.full((3,), 2.0 - 0.1))
+
+
+def test_cosine_schedule_falls_from_lr_to_a_tenth_along_half_a_cosine():
+    config = loop.LoopConfig(lr=2e-3, lr_schedule="cosine")
+    assert loop.scheduled_lr(config, 0, 100) == pytest.approx(2e-3)
+    assert loop.scheduled_lr(config, 50, 100) == pytest.approx(2e-3 * (0.1 + 0.9 * 0.5))
+    assert loop.scheduled_lr(config, 100, 100) == pytest.approx(2e-4)
+    rates = [loop.scheduled_lr(config, step, 100) for step in range(101)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert {loop.scheduled_lr(loop.LoopConfig(lr=2e-3), step, 100) for step in range(101)} == {2e-3}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "clipped-adam"])
+def test_each_step_descends_at_its_scheduled_learning_rate(digits, monkeypatch, optimizer):
+    applied = []
+    optimizer_class = torch.optim.Adam if optimizer == "adam" else pyro.optim.clipped_adam.ClippedAdam
+    real_step = optimizer_class.step
+
+    def spy(self, *args, **kwargs):
+        applied.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(optimizer_class, "step", spy)
+    config = TrainConfig(epochs=3, batch_size=20, lr=1e-2, optimizer=optimizer, lr_schedule="cosine")
+    fit(_vae(), _subset(digits[0], 50), None, config, progress=False)  # 3 steps per epoch
+    assert applied == pytest.approx([loop.scheduled_lr(config, step, 9) for step in range(9)])
+    assert applied[0] == pytest.approx(1e-2) and applied[-1] < 0.2e-2

@@ -9,8 +9,10 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 import pyprobvae as ppv
+from pyprobvae.data import load_dataset
 from pyprobvae.infer import dataset_elbo, elbo_terms
 from pyprobvae.models import VQVAE, build_model
+from pyprobvae.models.vqvae import CODEBOOK_SIZE, TEXT_CODEBOOK_SIZE, VQVAEConfig
 from pyprobvae.priors import TransformerPrior, TransformerPriorConfig
 from tests.common import tiny_model
 
@@ -174,3 +176,33 @@ def test_completion_errors(digits):
         model.prefix_positions(tokens=4)
     with pytest.raises(ValueError, match="no sequence of discrete codes to complete"):
         tiny_model("vae").prefix_positions()
+
+
+@pytest.mark.parametrize("tokens_per_code", [1, 2, 4, 8])
+def test_text_codes_cover_tokens_per_code_characters(tokens_per_code):
+    model = build_vqvae((32,), likelihood="tokens", num_levels=7, tokens_per_code=tokens_per_code, code_dim=4).eval()
+    tokens = torch.randint(0, 7, (3, 32), generator=torch.Generator().manual_seed(0))
+    assert model.num_positions == 32 // tokens_per_code
+    assert model.encode(tokens).shape == (3, 32 // tokens_per_code)
+    assert model.reconstruct(tokens).shape == (3, 32)
+    # a prompt keeps the codes whose characters it holds in full
+    assert model.prefix_positions(tokens=9) == 9 // tokens_per_code
+    assert build_model(model.config.to_dict()).num_positions == model.num_positions
+
+
+def test_tokens_per_code_errors():
+    with pytest.raises(ValueError, match="unknown tokens_per_code 3; choose one of 1, 2, 4, 8"):
+        build_vqvae((32,), likelihood="tokens", num_levels=7, tokens_per_code=3)
+    with pytest.raises(ValueError, match="sequences of 30 characters do not split into codes of tokens_per_code=4"):
+        build_vqvae((30,), likelihood="tokens", num_levels=7, tokens_per_code=4)
+    with pytest.raises(ValueError, match="a prompt takes 4 to 31 \\(one code covers 4\\)"):
+        build_vqvae((32,), likelihood="tokens", num_levels=7, tokens_per_code=4).prefix_positions(tokens=3)
+
+
+def test_the_codebook_size_left_open_is_the_datas_default():
+    text = build_vqvae((32,), likelihood="tokens", num_levels=7)
+    assert text.codebook_size == text.config.codebook_size == TEXT_CODEBOOK_SIZE == 128  # stored resolved
+    assert build_vqvae(DIGITS, likelihood="categorical", num_levels=17).codebook_size == CODEBOOK_SIZE == 64
+    assert VQVAEConfig().for_data(load_dataset("digits", "test")).codebook_size == 64
+    assert VQVAEConfig(codebook_size=16).for_data(load_dataset("digits", "test")).codebook_size == 16
+    assert build_model(text.config.to_dict()).codebook_size == 128
