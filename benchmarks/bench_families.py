@@ -23,7 +23,7 @@ import pyro
 import torch
 
 import pyprobvae as ppv
-from pyprobvae.infer import ELBOLoss, dataset_elbo, make_estimator
+from pyprobvae.infer import ELBOLoss, dataset_elbo
 from pyprobvae.infer.loop import RandomState, Trainer
 from pyprobvae.infer.training import ELBOObjective
 
@@ -33,13 +33,13 @@ except ImportError:  # imported as benchmarks.bench_families
     from benchmarks import _harness as harness
 
 GUIDES = [
-    ("diagonal", dict(family="diagonal"), "pathwise"),
-    ("mixture K=2, pathwise", dict(family="mixture", num_components=2), "pathwise"),
+    ("diagonal", dict(family="diagonal"), "elbo"),
+    ("mixture K=2, pathwise", dict(family="mixture", num_components=2), "elbo"),
     ("mixture K=2, stratified", dict(family="mixture", num_components=2), "stratified"),
-    ("mixture K=5, pathwise", dict(family="mixture", num_components=5), "pathwise"),
+    ("mixture K=5, pathwise", dict(family="mixture", num_components=5), "elbo"),
     ("mixture K=5, stratified", dict(family="mixture", num_components=5), "stratified"),
 ] + [
-    (f"flow {flow}, depth {depth}", dict(family="flow", flow=flow, flow_depth=depth), "pathwise")
+    (f"flow {flow}, depth {depth}", dict(family="flow", flow=flow, flow_depth=depth), "elbo")
     for flow in ("planar", "radial", "iaf", "spline")
     for depth in (2, 8)
 ]
@@ -62,10 +62,10 @@ def build(options, dataset):
     return ppv.build_model(ppv.model_config("vae", **MODEL, **options).for_data(dataset))
 
 
-def train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples, seed, device):
+def train_and_evaluate(name, options, objective, train, test, epochs, iwae_samples, seed, device):
     pyro.set_rng_seed(seed)
     model = build(options, train)
-    config = ppv.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, estimator=estimator, seed=seed, device=str(device))
+    config = ppv.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, objective=objective, seed=seed, device=str(device))
     history = ppv.fit(model, train, test, config, progress=False)
     torch.manual_seed(seed)
     metrics = ppv.evaluate(model, test.x.to(device), iwae_samples)
@@ -79,25 +79,24 @@ def train_and_evaluate(name, options, estimator, train, test, epochs, iwae_sampl
     }
 
 
-def make_trainer(options, estimator, train, seed, device):
-    """The step of ``fit``: a ``Trainer`` on the ``ELBOObjective`` of ``estimator``, for a fresh model."""
+def make_trainer(options, objective, train, seed, device):
+    """The step of ``fit``: a ``Trainer`` on the ``ELBOObjective`` of ``objective``, for a fresh model."""
     pyro.set_rng_seed(seed)
     model = build(options, train).to(device)
-    config = ppv.TrainConfig(batch_size=BATCH_SIZE, lr=LR, estimator=estimator, seed=seed, device=str(device))
-    objective = ELBOObjective(ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl)))
+    config = ppv.TrainConfig(batch_size=BATCH_SIZE, lr=LR, objective=objective, seed=seed, device=str(device))
     model.train()
-    return Trainer(objective, config, RandomState(seed, device))
+    return Trainer(ELBOObjective(ELBOLoss(model, config.estimator())), config, RandomState(seed, device))
 
 
 def scaling_configs():
-    """(what, size, family options, estimator) of every timed configuration; the diagonal family first."""
-    configs = [("diagonal", 0, dict(family="diagonal"), "pathwise")]
+    """(what, size, family options, objective) of every timed configuration; the diagonal family first."""
+    configs = [("diagonal", 0, dict(family="diagonal"), "elbo")]
     for depth in (1, 2, 4, 8, 16):
         for flow in ("planar", "iaf"):
-            configs.append((f"flow {flow}", depth, dict(family="flow", flow=flow, flow_depth=depth), "pathwise"))
+            configs.append((f"flow {flow}", depth, dict(family="flow", flow=flow, flow_depth=depth), "elbo"))
     for components in (1, 2, 4, 8, 16):
-        for estimator in ("pathwise", "stratified"):
-            configs.append((f"mixture {estimator}", components, dict(family="mixture", num_components=components), estimator))
+        for label, objective in (("pathwise", "elbo"), ("stratified", "stratified")):
+            configs.append((f"mixture {label}", components, dict(family="mixture", num_components=components), objective))
     return configs
 
 
@@ -111,8 +110,8 @@ def scaling(train, mode, seed, device):
     x = train.x[:BATCH_SIZE].to(device)
     warmup, rounds, steps = SCALING_TIMING[mode]
     configs = scaling_configs()
-    trainers = {f"{what} {size}": make_trainer(options, estimator, train, seed, device)
-                for what, size, options, estimator in configs}
+    trainers = {f"{what} {size}": make_trainer(options, objective, train, seed, device)
+                for what, size, options, objective in configs}
     candidates = {name: (lambda i, trainer=trainer: trainer.step(x)) for name, trainer in trainers.items()}
     timing = harness.interleaved(candidates, rounds=rounds, steps=steps, warmup=warmup, reference="diagonal 0",
                                  after=lambda name: trainers[name].check(0), device=device)
@@ -163,8 +162,8 @@ def main(argv=None):
         harness.settle()
         results, rows, timing, tables = [], [], None, []
         if "results" not in args.skip:
-            for name, options, estimator in GUIDES:
-                results.append(train_and_evaluate(name, options, estimator, train, test, epochs, iwae_samples, args.seed, device))
+            for name, options, objective in GUIDES:
+                results.append(train_and_evaluate(name, options, objective, train, test, epochs, iwae_samples, args.seed, device))
                 r = results[-1]
                 print(f"{name:<26} ELBO {r['test_elbo']:8.2f}  NLL {r['test_nll']:7.2f}  "
                       f"ELBO std {r['elbo_std']:5.2f}  active {r['active_units']}  {r['seconds_per_epoch']:.2f} s/epoch", flush=True)

@@ -39,7 +39,7 @@ from torch import nn
 from pyprobvae import TrainConfig, build_vae, fit, load_dataset
 from pyprobvae.data import iterate_minibatches
 from pyprobvae.evaluation.metrics import iwae_log_likelihood
-from pyprobvae.infer import ELBOLoss, dataset_elbo, make_estimator
+from pyprobvae.infer import ELBOLoss, dataset_elbo
 from pyprobvae.infer.loop import RandomState, Trainer
 from pyprobvae.infer.training import ELBOObjective
 
@@ -198,7 +198,7 @@ def make_trainer(model, seed, device):
     KL and no warm-up (``fit``'s defaults), with torch's Adam at ``LR``.
     """
     config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed, device=str(device))
-    loss = ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl))
+    loss = ELBOLoss(model, config.estimator())
     trainer = Trainer(ELBOObjective(loss, warmup_steps=0), config, RandomState(seed, device))
     model.train()
     return trainer

@@ -20,7 +20,7 @@ replicated B times inside a data plate and the guide reads a constant
 context, features = ones(B, 1), so each plate element is an independent
 particle z ~ q and ``elbo_terms`` returns B single-sample ELBO estimates of
 one q. Each family is fitted by Adam on the ELBO (the mixture with K = 4 on
-the stratified bound of ``stratified_elbo_terms``). Then its ELBO
+the stratified bound of ``stratified_estimate``). Then its ELBO
 E_q[log p(x, z) - log q(z)] is estimated from many draws, and its gap to
 log p(x), KL(q || p(z|x)), is printed in nats; for the stratified mixture,
 the stratified bound it was trained on is printed too. That bound is tighter
@@ -51,7 +51,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pyprobvae.families import DiagonalNormal, DiagonalNormalMixture, NormalizingFlow
-from pyprobvae.infer.elbo import elbo_terms, stratified_elbo_terms
+from pyprobvae.infer.elbo import elbo_terms, stratified_estimate
 
 # The plotted box, [-3, 3]^2, and the box of the quadrature of log p(x), [-7, 7]^2,
 # outside which either posterior has a negligible mass (the 1-d check agrees to 1e-4).
@@ -159,12 +159,16 @@ def exact_posterior(problem, num):
 def fit(problem, family, estimator, steps, particles, lr):
     """Adam on the mean over ``particles`` plate elements of the ELBO (or the stratified bound); cosine-decayed lr."""
     guide = make_guide(family)
-    terms = stratified_elbo_terms if estimator == "stratified" else elbo_terms
+    def bound(x):
+        if estimator == "stratified":
+            return stratified_estimate(problem.model, guide, x).bound
+        return elbo_terms(problem.model, guide, x).elbo
+
     optimizer = torch.optim.Adam(family.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, eta_min=lr / 20)
     x = torch.full((particles,), problem.observed)
     for _ in range(steps):
-        loss = -terms(problem.model, guide, x).elbo.mean()
+        loss = -bound(x).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -180,7 +184,7 @@ def evaluate(problem, guide, num_samples, estimator="pathwise"):
     """
     x = torch.full((num_samples,), problem.observed)
     if estimator == "stratified":
-        values = stratified_elbo_terms(problem.model, guide, x).elbo
+        values = stratified_estimate(problem.model, guide, x).bound
     else:
         values = elbo_terms(problem.model, guide, x, analytic_kl=False).elbo
     values = values.double()

@@ -24,7 +24,7 @@ import math
 import numbers
 import textwrap
 import typing
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -283,10 +283,30 @@ class Config:
         """``dataclasses.asdict(self)``: what checkpoints and ``config.json`` store."""
         return dataclasses.asdict(self)
 
+    # Settings that earlier versions stored and this one replaced: each name
+    # maps the stored value to the settings that now say the same.
+    retired: ClassVar[Dict[str, Callable[[Any], dict]]] = {}
+
     @classmethod
     def with_newer_defaults(cls, record: dict) -> dict:
-        """``record`` (a stored :meth:`to_dict`) completed, for the settings added since it was written (``since``), with how earlier versions behaved (``before``)."""
+        """
+        ``record`` (a stored :meth:`to_dict`) in this version's terms: each
+        :attr:`retired` setting replaced by what now says the same, and the
+        settings added since it was written (``since``) completed with how
+        earlier versions behaved (``before``).
+        """
+        if not isinstance(record, dict):
+            return record
+        record = dict(record)
+        for name, translate in cls.retired.items():
+            if name in record:
+                record = {**translate(record.pop(name)), **record}
         return {**{f.name: f.metadata["before"] for f in dataclasses.fields(cls) if f.metadata.get("since")}, **record}
+
+    @classmethod
+    def from_record(cls, record: dict):
+        """Rebuild a config from a stored record, possibly of an earlier version (:meth:`with_newer_defaults`, then :meth:`from_dict`)."""
+        return cls.from_dict(cls.with_newer_defaults(record))
 
     def replace(self, **changes):
         """A copy with some settings changed (and checked)."""

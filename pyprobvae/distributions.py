@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 from pyro.distributions.torch_distribution import TorchDistribution
-from torch.distributions import Categorical, constraints
+from torch.distributions import Categorical, Independent, Normal, constraints
 from torch.special import ndtr
 
 
@@ -162,13 +162,21 @@ class MixtureOfDiagonalNormals(TorchDistribution):
 
         :param torch.Size sample_shape: leading shape of the draws.
         """
-        shape = self._extended_shape(sample_shape)
         with torch.no_grad():
-            which = Categorical(logits=self.logits, validate_args=False).sample(sample_shape)
-            index = which[..., None, None].expand(shape[:-1] + (1,) + shape[-1:])
-            locs = self.locs.expand(shape[:-1] + self.locs.shape[-2:]).gather(-2, index).squeeze(-2)
-            scales = self.scales.expand(shape[:-1] + self.scales.shape[-2:]).gather(-2, index).squeeze(-2)
-            return torch.normal(locs, scales)
+            return torch.normal(*self.draw_components(sample_shape))
+
+    @torch.no_grad()
+    def draw_components(self, sample_shape=torch.Size()):
+        r"""
+        Pick a component :math:`k \sim \mathrm{Categorical}(\pi)` for each
+        draw: its mean and scale, each of shape ``sample_shape + batch_shape + (D,)``.
+        """
+        shape = self._extended_shape(sample_shape)
+        which = Categorical(logits=self.logits, validate_args=False).sample(sample_shape)
+        index = which[..., None, None].expand(shape[:-1] + (1,) + shape[-1:])
+        locs = self.locs.expand(shape[:-1] + self.locs.shape[-2:]).gather(-2, index).squeeze(-2)
+        scales = self.scales.expand(shape[:-1] + self.scales.shape[-2:]).gather(-2, index).squeeze(-2)
+        return locs, scales
 
     def rsample(self, sample_shape=torch.Size()):
         r"""
@@ -222,3 +230,53 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         """
         z = self.locs + self.scales * torch.randn_like(self.locs)
         return z.movedim(-2, 0)
+
+
+def stop_gradient(distribution):
+    r"""
+    ``distribution`` with its parameters detached: the same density,
+    through which no gradient reaches the parameters, while a gradient still
+    flows through the point where it is evaluated. Evaluated at a
+    reparameterized draw :math:`z(\phi, \epsilon)`, it gives
+    :math:`\log q_{\bot(\phi)}(z)`, the density of "sticking the landing"
+    (Roeder et al. 2017) and of DReG (Tucker et al. 2019).
+
+    Defined for the families whose density can be evaluated anywhere from
+    their parameters: diagonal normals (``Normal``, also inside
+    ``Independent``) and :class:`MixtureOfDiagonalNormals`.
+
+    :raises ValueError: for any other distribution (a normalizing flow's
+        density is its layers' networks, not tensors that can be detached).
+    """
+    if isinstance(distribution, Independent):
+        return Independent(stop_gradient(distribution.base_dist), distribution.reinterpreted_batch_ndims, validate_args=False)
+    if isinstance(distribution, Normal):
+        return Normal(distribution.loc.detach(), distribution.scale.detach(), validate_args=False)
+    if isinstance(distribution, MixtureOfDiagonalNormals):
+        return MixtureOfDiagonalNormals(
+            distribution.locs.detach(), distribution.scales.detach(), distribution.logits.detach(), validate_args=False
+        )
+    raise ValueError(
+        f"the stl and dreg gradients need log q(z) at stopped parameters, which pyprobvae has for diagonal normals "
+        f"and their mixtures (the diagonal and mixture families), not for {type(distribution).__name__}; "
+        "train this guide with --gradient pathwise"
+    )
+
+
+def tempered_sample(distribution, temperature: float):
+    r"""
+    A draw from ``distribution`` with its spread scaled by ``temperature``
+    :math:`T \ge 0`: :math:`m + T (z - m)` for a draw :math:`z` and the mean
+    :math:`m` of a unimodal distribution, and for a
+    :class:`MixtureOfDiagonalNormals` the same within the drawn component,
+    :math:`\mu_k + T \sigma_k \epsilon`, so that a low temperature sharpens
+    every mode instead of pulling them all to the mixture's mean. :math:`T = 1`
+    is an ordinary draw, :math:`T = 0` the mean (the drawn component's).
+    """
+    if not temperature >= 0:
+        raise ValueError(f"the sampling temperature must be >= 0, got {temperature}")
+    if isinstance(distribution, MixtureOfDiagonalNormals):
+        locs, scales = distribution.draw_components()
+        return locs + temperature * scales * torch.randn_like(locs)
+    mean = distribution.mean
+    return mean + temperature * (distribution.sample() - mean)

@@ -120,3 +120,19 @@ def test_a_record_written_before_a_setting_existed_reads_as_earlier_versions_beh
     # the defaults 0.3.0 changed: text runs of 0.2.0 had 64-character sequences and two characters per code
     assert DataConfig.with_newer_defaults({"dataset": "text"})["seq_len"] == 64 != DataConfig().seq_len
     assert MODELS["vqvae"].Config.with_newer_defaults({})["tokens_per_code"] == 2 != MODELS["vqvae"].Config().tokens_per_code
+
+
+def test_a_record_of_a_retired_setting_reads_as_what_says_the_same_now():
+    @dataclasses.dataclass
+    class Renamed(Config):
+        retired = {"old_width": lambda value: {"width": value}}
+        width: int = setting(8)
+
+    assert Renamed.from_record({"old_width": 3}) == Renamed(width=3)
+    assert Renamed.from_record({"old_width": 3, "width": 5}) == Renamed(width=5)  # the current name wins
+    with pytest.raises(ConfigError, match="has no setting 'old_width'"):
+        Renamed.from_dict({"old_width": 3})
+    # 0.2.0's VQ-VAE commitment weight was beta, now the beta-VAE's KL weight (TrainConfig.beta)
+    vqvae = MODELS["vqvae"].Config
+    assert vqvae.with_newer_defaults({"beta": 0.5})["commitment_weight"] == 0.5
+    assert "beta" not in vqvae.with_newer_defaults({"beta": 0.5})

@@ -12,6 +12,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
     "script, args",
     [
         ("vae_digits.py", ["--epochs", "2", "--iwae-samples", "10"]),
+        ("vae_objectives.py", ["--epochs", "1", "--particles", "3", "--iwae-samples", "10"]),
         ("vae_distributed.py", ["--epochs", "2"]),
         ("vae_stock_pyro_svi.py", ["--steps", "20"]),
         ("guides_2d.py", ["--steps", "20", "--eval-samples", "5000", "--grid", "101"]),

@@ -25,7 +25,9 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, kl_divergence
+
+from ..distributions import stop_gradient
 
 
 class ELBOTerms(NamedTuple):
@@ -117,31 +119,123 @@ def _kl(site, guide_site, analytic):
         return _sampled_kl(site, guide_site)
 
 
-def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOTerms:
+class Estimate(NamedTuple):
+    r"""
+    What an estimator (:mod:`~pyprobvae.infer.estimators`) gives for a batch,
+    each of shape ``(batch,)``, in nats:
+
+    :ivar objective: the per-example training objective, maximized; its
+        gradient is the estimator's (for DReG a surrogate whose value is not
+        the bound).
+    :ivar terms: the :class:`ELBOTerms` on the same draws, for the report:
+        whatever is trained, ``terms.elbo`` estimates the ELBO.
+    :ivar bound: the estimate of the bound trained (the ELBO, the IWAE bound
+        or the stratified bound), at weight 1 on the KL.
     """
-    Estimate the per-example ELBO of ``model`` and ``guide`` with one sample
-    from the guide.
+
+    objective: torch.Tensor
+    terms: ELBOTerms
+    bound: torch.Tensor
+
+
+def _free_bits_kl(site, guide_site, free_bits):
+    q, p = guide_site["fn"], site["fn"]
+    try:
+        if not (isinstance(q, Independent) and isinstance(p, Independent)):
+            raise NotImplementedError
+        per_dimension = kl_divergence(q.base_dist, p.base_dist)
+    except NotImplementedError:
+        raise ValueError(
+            f"free bits floor the KL of each latent dimension, which needs q and p of site {site['name']!r} to factorize over "
+            f"dimensions with a closed-form KL (the diagonal family with the standard prior), not {type(q).__name__} "
+            f"and {type(p).__name__}"
+        ) from None
+    return per_dimension.clamp(min=free_bits).sum(-1)
+
+
+def _trained_kl(site, guide_site, kl, gradient, free_bits):
+    if gradient == "stl":
+        z = site["value"]
+        return stop_gradient(guide_site["fn"]).log_prob(z) - site["fn"].log_prob(z)
+    if free_bits:
+        return _free_bits_kl(site, guide_site, free_bits)
+    return kl
+
+
+def elbo_estimate(
+    model, guide, *args, analytic_kl: bool = True, gradient: str = "pathwise", free_bits: float = 0.0,
+    kl_weight: float = 1.0, **kwargs
+) -> Estimate:
+    r"""
+    The per-example ELBO of ``model`` and ``guide`` with one draw from the
+    guide, and the training objective
+
+    .. math::
+
+        \log p(x \mid z) - \beta\, \widehat{\mathrm{KL}} - \mathrm{penalty},
+
+    with :math:`\beta` = ``kl_weight`` and :math:`\widehat{\mathrm{KL}}` by
+    ``gradient`` and ``free_bits``:
+
+    * ``pathwise``: the KL of the reported terms, in closed form or sampled
+      (``analytic_kl``);
+    * ``stl``, "sticking the landing" (Roeder et al. 2017):
+      :math:`\log q_{\bot}(z \mid x) - \log p(z)`, the sampled KL with
+      :math:`q`'s parameters stopped (:func:`~pyprobvae.distributions.stop_gradient`)
+      while the gradient still flows through :math:`z`. Its value is the
+      sampled KL, and its gradient drops the score term
+      :math:`-\nabla_\phi \log q_\phi(z)`, whose expectation is zero: the
+      gradient is unbiased, and exactly zero when :math:`q` is the posterior;
+    * free bits (Kingma et al. 2016, ``free_bits`` :math:`\lambda > 0`):
+      :math:`\sum_i \max(\lambda, \mathrm{KL}(q(z_i \mid x) \,\|\, p(z_i)))`,
+      each latent dimension's closed-form KL floored at :math:`\lambda` nats,
+      so that no dimension is pushed below :math:`\lambda`. Kingma et al. floor the
+      minibatch average of each dimension's KL; pyprobvae floors each
+      example's, so that the objective stays a sum over examples,
+      independent of the batch size and of the number of processes.
+
+    The reported :class:`ELBOTerms` are the true ELBO's whatever the
+    objective. With ``gradient="pathwise"``, ``free_bits=0`` and
+    :math:`\beta = 1` the objective is ``terms.elbo - terms.penalty``.
 
     :param callable model: a Pyro model whose sites sit inside a data plate.
     :param callable guide: a Pyro guide with reparameterized latent sites.
     :param args: the batch (and anything else) passed to model and guide.
-    :param bool analytic_kl: use closed-form KL divergences where torch has
+    :param bool analytic_kl: closed-form KL divergences where torch has
         them; with False every KL is the Monte Carlo estimate.
-    :return: :class:`ELBOTerms`.
+    :param str gradient: ``"pathwise"`` or ``"stl"``.
+    :param float free_bits: :math:`\lambda \ge 0` in nats per latent dimension (0: none).
+    :param float kl_weight: :math:`\beta`.
+    :return: :class:`Estimate`; its ``bound`` is ``terms.elbo``.
     """
     model_trace, guide_trace = _traces(model, guide, args, kwargs)
     terms = _PerExample()
-    log_likelihood = kl = penalty = 0.0
+    log_likelihood = kl = trained_kl = penalty = 0.0
     for site in _observed_sites(model_trace):
         log_likelihood = terms.add(log_likelihood, site, site["fn"].log_prob(site["value"]))
     for site, guide_site in _latent_sites(model_trace, guide_trace):
-        kl = terms.add(kl, site, _kl(site, guide_site, analytic_kl))
+        site_kl = _kl(site, guide_site, analytic_kl)
+        kl = terms.add(kl, site, site_kl)
+        trained_kl = terms.add(trained_kl, site, _trained_kl(site, guide_site, site_kl, gradient, free_bits))
     for site in _observed_sites(guide_trace):
         penalty = terms.add(penalty, site, site["fn"].log_prob(site["value"]))
-    return ELBOTerms(*torch.broadcast_tensors(*(torch.as_tensor(t) for t in (log_likelihood, kl, penalty))))
+    log_likelihood, kl, trained_kl, penalty = torch.broadcast_tensors(
+        *(torch.as_tensor(t) for t in (log_likelihood, kl, trained_kl, penalty))
+    )
+    elbo = ELBOTerms(log_likelihood, kl, penalty)
+    return Estimate(log_likelihood - kl_weight * trained_kl - penalty, elbo, elbo.elbo)
 
 
-def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
+def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOTerms:
+    """
+    The :class:`ELBOTerms` of :func:`elbo_estimate`: the per-example ELBO of
+    ``model`` and ``guide`` with one draw from the guide, the KL in closed
+    form where torch has it (``analytic_kl``).
+    """
+    return elbo_estimate(model, guide, *args, analytic_kl=analytic_kl, **kwargs).terms
+
+
+def stratified_estimate(model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
     r"""
     The stratified bound for a mixture guide (Morningstar et al. 2021, SIWAE
     with one sample per component): with
@@ -161,12 +255,13 @@ def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
     from a distribution with ``stratified_rsample()`` and
     ``component_log_weights`` (:class:`~pyprobvae.distributions.MixtureOfDiagonalNormals`).
 
-    The terms are reported so that ``elbo`` is :math:`L_\mathrm{strat}`:
-    ``log_likelihood`` is the stratified estimate
-    :math:`\sum_k \pi_k \log p(x \mid z_k)` and ``kl`` is
-    ``log_likelihood`` :math:`- L_\mathrm{strat}`.
+    The objective is :math:`\log \sum_k \pi_k \exp(\log p(x \mid z_k) + \beta \log (p(z_k) / q(z_k \mid x)))`
+    with :math:`\beta` = ``kl_weight`` (the bound at :math:`\beta = 1`),
+    and the reported terms are the ELBO's unbiased stratified estimate,
+    ``log_likelihood`` :math:`\sum_k \pi_k \log p(x \mid z_k)` and ``kl``
+    :math:`\sum_k \pi_k \log (q(z_k \mid x) / p(z_k))`.
 
-    :return: :class:`ELBOTerms` of shape ``(batch,)``.
+    :return: :class:`Estimate` of shape ``(batch,)``.
     """
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     latent = [
@@ -191,8 +286,10 @@ def stratified_elbo_terms(model, guide, *args, **kwargs) -> ELBOTerms:
         log_ratio = terms.add(log_ratio, site, site["fn"].log_prob(z) - guide_site["fn"].log_prob(z))
     log_weights = mixture.component_log_weights.movedim(-1, 0)
     bound = (log_weights + log_likelihood + log_ratio).logsumexp(0)
-    stratified_log_likelihood = (log_weights.exp() * log_likelihood).sum(0)
-    return ELBOTerms(stratified_log_likelihood, stratified_log_likelihood - bound, torch.zeros_like(bound))
+    objective = bound if kl_weight == 1 else (log_weights + log_likelihood + kl_weight * log_ratio).logsumexp(0)
+    weights = log_weights.exp()
+    elbo = ELBOTerms((weights * log_likelihood).sum(0), -(weights * log_ratio).sum(0), torch.zeros_like(bound))
+    return Estimate(objective, elbo, bound)
 
 
 def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:

@@ -19,11 +19,11 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..config import setting
+from ..config import ConfigError, setting
 from ..data import Dataset, binarize, iterate_minibatches
 from .checkpoint import CheckpointError, check_weights, load_checkpoint, save_checkpoint
-from .elbo import ELBOTerms
-from .estimators import ESTIMATORS, Estimator, PathwiseELBO, make_estimator
+from .elbo import ELBOTerms, Estimate
+from .estimators import ELBO, GRADIENTS, OBJECTIVES, Estimator, make_estimator
 from ..distributed import current_world
 from ..resources import resolve_device
 from .loop import LoopConfig, Objective, RandomState, Trainer, steps_per_epoch
@@ -39,17 +39,41 @@ EVAL_BINARIZATION_SEED = 0
 class TrainConfig(LoopConfig):
     """
     Settings of :func:`fit`: those of the loop
-    (:class:`~pyprobvae.infer.loop.LoopConfig`) and those of the ELBO.
+    (:class:`~pyprobvae.infer.loop.LoopConfig`), the bound trained and its
+    gradient (:mod:`~pyprobvae.infer.estimators`), and the weight on its KL.
     """
 
     kl_warmup_epochs: int = setting(0, minimum=0, maximum=100_000)
-    """Anneal the KL weight linearly from ~0 to 1 over this many epochs (Bowman et al. 2016; Sonderby et al. 2016); 0 trains the plain ELBO throughout. The reported ELBO is always the true one."""
+    """Anneal the KL weight linearly from ~0 to beta over this many epochs (Bowman et al. 2016; Sonderby et al. 2016); 0 trains with the weight beta throughout. The reported ELBO is always the true one."""
+    beta: float = setting(1.0, minimum=0, maximum=1000.0, since="0.3.0")
+    """Weight on the KL of the training objective (beta-VAE, Higgins et al. 2017; inside the weights of iwae and stratified): 1 trains the bound itself. The reported ELBO is always the true one."""
+    free_bits: float = setting(0.0, minimum=0, maximum=100.0, since="0.3.0")
+    """Floor, in nats, on each latent dimension's KL in the training objective (free bits, Kingma et al. 2016), for each example; 0: none. Needs the elbo objective and a closed-form KL per dimension (the diagonal family with the standard prior)."""
     binarize: Optional[str] = setting(None, choices=BINARIZATIONS, what="binarization")
     """Binarize pixels for the bernoulli likelihood: threshold (at 0.5, once), dynamic (a fresh Bernoulli draw of each training batch; held-out data is binarized once with a fixed seed) or none. The train command picks dynamic for a bernoulli likelihood on non-binary images unless told."""
     analytic_kl: bool = True
     """Use the closed-form KL where torch has one (else the single-sample estimate log q(z) - log p(z))."""
-    estimator: str = setting("pathwise", choices=tuple(ESTIMATORS))
-    """Gradient estimator: pathwise (the single-sample ELBO, reparameterized) or stratified (mixture guides: one sample per component, never looser than the ELBO)."""
+    objective: str = setting("elbo", choices=tuple(OBJECTIVES), since="0.3.0")
+    """The bound trained: elbo (one draw per example), iwae (the importance-weighted bound of --particles draws, Burda et al. 2016) or stratified (mixture guides: one draw per component, Morningstar et al. 2021; never looser than the ELBO)."""
+    particles: int = setting(1, minimum=1, maximum=100_000, since="0.3.0")
+    """Draws K per example of the iwae bound (1: the ELBO); the others take 1."""
+    gradient: str = setting("pathwise", choices=GRADIENTS, since="0.3.0")
+    """Gradient estimator: pathwise (reparameterized), stl (sticking the landing, Roeder et al. 2017: the guide's density at stopped parameters) or dreg (iwae: doubly reparameterized, Tucker et al. 2019). stl and dreg need the diagonal or mixture family."""
+
+    retired = {"estimator": lambda value: {"objective": "elbo" if value == "pathwise" else value}}
+
+    def check(self):
+        super().check()
+        try:
+            self.estimator()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def estimator(self) -> Estimator:
+        """The estimator of the bound and gradient these settings name (:func:`~pyprobvae.infer.estimators.make_estimator`)."""
+        return make_estimator(
+            self.objective, particles=self.particles, gradient=self.gradient, analytic_kl=self.analytic_kl, free_bits=self.free_bits,
+        )
 
 
 def default_binarization(likelihood: str, dataset: Dataset) -> Optional[str]:
@@ -65,67 +89,78 @@ def default_binarization(likelihood: str, dataset: Dataset) -> Optional[str]:
 
 class ELBOLoss(nn.Module):
     """
-    ``forward(x)`` returns the :class:`~pyprobvae.infer.elbo.ELBOTerms` of a
-    batch under ``model.model`` and ``model.guide`` by ``estimator``. Going
-    through ``forward`` is what lets ``DistributedDataParallel(ELBOLoss(model))``
-    synchronize gradients. The parameters are optimized as the module's own,
-    so ``model`` and ``guide`` are called with ``register=False`` and skip
-    registering them in Pyro's param store.
+    ``forward(x, y, kl_weight)`` returns the
+    :class:`~pyprobvae.infer.elbo.Estimate` of a batch under ``model.model``
+    and ``model.guide`` by ``estimator``. Going through ``forward`` is what
+    lets ``DistributedDataParallel(ELBOLoss(model))`` synchronize gradients.
+    The parameters are optimized as the module's own, so ``model`` and
+    ``guide`` are called with ``register=False`` and skip registering them in
+    Pyro's param store.
 
     :param torch.nn.Module model: a module with Pyro ``model(x, y, register)``
         and ``guide(x, y, register)`` methods (``y`` None for unconditional models).
-    :param Estimator estimator: the ELBO estimator; by default the pathwise
-        one with closed-form KL where available.
+    :param Estimator estimator: the estimator; by default the single-sample
+        ELBO, pathwise, with closed-form KL where available.
     """
 
     def __init__(self, model: nn.Module, estimator: Optional[Estimator] = None):
         super().__init__()
         self.model = model
-        self.estimator = estimator if estimator is not None else PathwiseELBO()
+        self.estimator = estimator if estimator is not None else ELBO()
 
-    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> ELBOTerms:
+    def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, kl_weight: float = 1.0) -> Estimate:
         """
         :param torch.Tensor x: a batch of data.
         :param y: its labels, for a conditional model.
+        :param float kl_weight: the weight on the KL in the objective.
         """
         args = (x,) if y is None else (x, y)
-        return self.estimator(self.model.model, self.model.guide, *args, register=False)
+        return self.estimator(self.model.model, self.model.guide, *args, kl_weight=kl_weight, register=False)
 
 
 class ELBOObjective(Objective):
     r"""
     The training objective of :func:`fit`, in nats per example (the
     :class:`~pyprobvae.infer.loop.Trainer` takes the mean over the global batch):
+    minus the estimator's objective (:class:`~pyprobvae.infer.elbo.Estimate`),
+    for the ELBO
 
     .. math::
 
         \mathrm{loss} = -\operatorname{mean}_n \left[ \log p(x_n \mid z_n)
             - \beta_t \, \mathrm{KL}_n - \mathrm{penalty}_n \right],
 
-    with the KL weight :math:`\beta_t` of the warm-up at global step
-    :math:`t`, which does not change with the batch size. The epoch's record
-    reports the true ELBO (:math:`\beta = 1`) whatever the weight.
+    with the KL weight :math:`\beta_t = \beta \min(1, (t + 1) / T)` at global
+    step :math:`t`: ``beta``, reached by a linear warm-up over :math:`T`
+    steps, neither of which changes with the batch size. The epoch's record
+    reports the true ELBO (:math:`\beta = 1`) whatever the weight, as
+    ``train_elbo`` and ``train_kl``, and for an objective other than the
+    ELBO the bound it trains (IWAE or stratified) as ``train_bound``.
 
-    :param ELBOLoss loss: the per-example terms.
-    :param int warmup_steps: steps over which :math:`\beta` rises to 1 (0: none).
+    :param ELBOLoss loss: the per-example estimates.
+    :param int warmup_steps: steps :math:`T` over which the weight rises to ``beta`` (0: none).
+    :param float beta: the KL weight :math:`\beta` after the warm-up.
     """
 
-    terms = ("log-likelihood", "KL", "penalty")
+    terms = ("log-likelihood", "KL", "penalty", "bound")
 
-    def __init__(self, loss: ELBOLoss, warmup_steps: int = 0):
+    def __init__(self, loss: ELBOLoss, warmup_steps: int = 0, beta: float = 1.0):
         self.network = loss
         self.warmup_steps = warmup_steps
+        self.beta = beta
 
     def kl_weight(self, step: int) -> float:
-        r""":math:`\beta` at global step ``step`` (counted from 0)."""
-        return 1.0 if self.warmup_steps == 0 else min(1.0, (step + 1) / self.warmup_steps)
+        r""":math:`\beta_t` at global step ``step`` (counted from 0)."""
+        return self.beta if self.warmup_steps == 0 else self.beta * min(1.0, (step + 1) / self.warmup_steps)
 
     def __call__(self, network, x, y=None, *, step: int):
-        terms = network(x, y)
-        return -(terms.log_likelihood - self.kl_weight(step) * terms.kl - terms.penalty), tuple(terms)
+        estimate = network(x, y, self.kl_weight(step))
+        return -estimate.objective, (*estimate.terms, estimate.bound)
 
     def record(self, means):
         record = {"train_elbo": means["log-likelihood"] - means["KL"], "train_kl": means["KL"]}
+        if not isinstance(self.network.estimator, ELBO):
+            record["train_bound"] = means["bound"]
         if means["penalty"]:
             record["train_penalty"] = means["penalty"]
         return record
@@ -155,9 +190,9 @@ def dataset_elbo(
 
     :return: :class:`~pyprobvae.infer.elbo.ELBOTerms` of shape ``(len(x),)``.
     """
-    loss = ELBOLoss(model, PathwiseELBO(analytic_kl))
+    loss = ELBOLoss(model, ELBO(analytic_kl=analytic_kl))
     batches = iterate_minibatches(len(x), batch_size, False, device=x.device)
-    parts = [loss(x[idx], None if y is None else y[idx]) for idx in batches]
+    parts = [loss(x[idx], None if y is None else y[idx]).terms for idx in batches]
     return ELBOTerms(*(torch.cat(t) for t in zip(*parts)))
 
 
@@ -187,7 +222,7 @@ def _resume(model, optimizer, random, config, checkpoint):
     if saved_model != model.config.to_dict():
         raise CheckpointError(f"checkpoint {checkpoint} holds a different architecture: {saved_model} != {model.config.to_dict()}")
     try:
-        saved = TrainConfig.from_dict(state["train_config"])
+        saved = TrainConfig.from_record(state["train_config"])
     except ValueError as e:
         raise CheckpointError(f"checkpoint {checkpoint} has damaged training settings ({e})") from e
     changed = [f.name for f in fields(TrainConfig) if f.name != "epochs" and getattr(saved, f.name) != getattr(config, f.name)]
@@ -254,9 +289,9 @@ def fit(
         test_x, test_y = evaluation_data(test, config.binarize), model.labels(test)
         model.likelihood.check_data(test_x, "test data")
     random = RandomState(config.seed, device, streams=("binarize",), world=world)
-    loss = ELBOLoss(model, make_estimator(config.estimator, config.analytic_kl))
+    loss = ELBOLoss(model, config.estimator())
     warmup_steps = config.kl_warmup_epochs * steps_per_epoch(len(train_x), config.batch_size, world)
-    trainer = Trainer(ELBOObjective(loss, warmup_steps), config, random, world)
+    trainer = Trainer(ELBOObjective(loss, warmup_steps, config.beta), config, random, world)
     start_epoch, history = 0, []
     if resume:
         if checkpoint is None or not os.path.exists(checkpoint):

@@ -13,9 +13,10 @@ from torch import nn
 from torch.distributions import constraints
 
 from ..config import setting
+from ..distributions import tempered_sample
 from ..priors import StandardNormal
 from .base import Exhibit, ModelConfig, SamplingPlan
-from .vae import VAE, decoder_network, encoder_features, temper
+from .vae import VAE, decoder_network, encoder_features
 
 CODE_SOURCES = ("standard", "fitted")
 
@@ -52,6 +53,7 @@ class Autoencoder(VAE):
     Config = AEConfig
     description = "the autoencoder"
     generative = False
+    unused_training_settings = ("beta", "free_bits", "objective", "particles", "gradient")
     inapplicable = {name: _POINT_GUIDE.format(name) for name in ("family", "num_components", "flow", "flow_depth")}
 
     def _networks(self, config, likelihood):
@@ -118,7 +120,7 @@ class Autoencoder(VAE):
         covariance = torch.cov(codes.T).reshape(self.latent_dim, self.latent_dim)
         jitter = 1e-6 * covariance.diagonal().mean().clamp(min=1e-12) * torch.eye(self.latent_dim, device=codes.device)
         gaussian = dist.MultivariateNormal(codes.mean(0), covariance + jitter)
-        return self.decode(temper(gaussian.sample((num_samples,)), gaussian.mean, temperature))
+        return self.decode(tempered_sample(gaussian.expand((num_samples,)), temperature))
 
     def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
         r"""``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from :math:`\mathcal{N}(0, I)`."""

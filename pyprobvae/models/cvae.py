@@ -21,6 +21,7 @@ from .base import Exhibit, SamplingPlan
 from .vae import VAE, VAEConfig, decoder_network
 
 PRIORS = ("standard", "learned")
+"""The conditional VAE's priors p(z | y): N(0, I) for every class (standard) or a learned Gaussian per class (learned)."""
 
 # Tolerance on a label vector's entries summing to one.
 LABEL_SUM_TOLERANCE = 1e-4
@@ -30,11 +31,11 @@ LABEL_SUM_TOLERANCE = 1e-4
 class CVAEConfig(VAEConfig):
     """The architecture of a :class:`ConditionalVAE`: the VAE's, with the label given to every part."""
 
+    priors = PRIORS
+
     model: str = setting("cvae", choices=("cvae",))
     num_classes: Optional[int] = setting(None, derived=True)
     """Number of label classes; taken from the data set."""
-    prior: str = setting("standard", choices=PRIORS)
-    """p(z|y): N(0, I) for every class (standard) or a learned Gaussian per class (learned)."""
 
     def data_settings(self, dataset) -> dict:
         if dataset.y is None:

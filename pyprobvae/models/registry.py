@@ -100,10 +100,10 @@ def model_config(model: str = DEFAULT_MODEL, **settings) -> ModelConfig:
 
 
 def config_from_dict(data: dict) -> ModelConfig:
-    """Rebuild a model's config from the dict a checkpoint stores (``asdict(config)``)."""
+    """Rebuild a model's config from the dict a checkpoint stores (``asdict(config)``, possibly of an earlier version: :meth:`~pyprobvae.config.Config.from_record`)."""
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         raise ConfigError(f"a model config must be a dict with a 'model' entry, got {data!r}")
-    return model_class(data["model"]).Config.from_dict(data)
+    return model_class(data["model"]).Config.from_record(data)
 
 
 def build_model(config: Union[ModelConfig, dict]) -> LatentVariableModel:

@@ -4,7 +4,7 @@ Pyro model/guide pair.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import ClassVar, List, Optional, Sequence, Tuple
 
 import pyro
 import torch
@@ -23,7 +23,8 @@ from ..families import FAMILIES, FLOWS, make_family
 from ..infer.training import dataset_elbo
 from ..likelihoods import make_likelihood
 from ..networks import MLP, ConvVectorDecoder, ConvVectorEncoder
-from ..priors import StandardNormal
+from ..distributions import tempered_sample
+from ..priors import PRIORS, MixturePrior, StandardNormal, VampPrior
 from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
 
 # Draws averaged for the posterior mean of a family without a closed form.
@@ -33,6 +34,9 @@ POSTERIOR_MEAN_SAMPLES = 256
 @dataclass
 class VAEConfig(ModelConfig):
     """The architecture of a :class:`VAE`: an encoder and a decoder (MLPs or convolutional, ``network``) around a latent z."""
+
+    priors: ClassVar[Tuple[str, ...]] = PRIORS
+    """The values of ``prior`` this model takes."""
 
     model: str = setting("vae", choices=("vae",))
     latent_dim: int = setting(8, minimum=1, maximum=4096)
@@ -45,12 +49,22 @@ class VAEConfig(ModelConfig):
     """Layers of the flow family: planar, radial, iaf or spline."""
     flow_depth: int = setting(2, minimum=1, maximum=256)
     """Number of flow layers of the flow family."""
+    prior: str = setting("standard", choices=(*PRIORS, "learned"), since="0.3.0")
+    """p(z): standard (N(0, I)), mixture (a learned mixture of Gaussians) or vamp (the VampPrior: the guide's posteriors at learned pseudo-inputs, Tomczak & Welling 2018; diagonal or mixture family); for the conditional VAE standard or learned (a learned Gaussian per class)."""
+    prior_components: int = setting(10, minimum=1, maximum=4096, since="0.3.0")
+    """Components K of the mixture prior, pseudo-inputs K of the VampPrior."""
 
     def check(self):
         if self.likelihood == "tokens":
             raise ConfigError(
                 f"token sequences (text) need the VQ-VAE's embedding network (model='vqvae'), not {self.model!r}"
             )
+        if self.prior not in self.priors:
+            owner = "the conditional VAE (model 'cvae')" if self.prior == "learned" else "the VAE (model 'vae')"
+            raise ConfigError(f"prior {self.prior!r} needs {owner}; model {self.model!r} takes {', '.join(self.priors)}")
+        if self.prior == "vamp" and self.family == "flow":
+            raise ConfigError("the VampPrior mixes the guide's posteriors at its pseudo-inputs, which needs their density "
+                              "anywhere: use the diagonal or mixture family, or the mixture prior with a flow")
 
 
 def encoder_features(config: ModelConfig) -> nn.Module:
@@ -78,13 +92,6 @@ def decoder_network(config: ModelConfig, likelihood, condition_features: int = 0
     return MLP(in_features, config.hidden[::-1], likelihood.num_outputs)
 
 
-def temper(z: torch.Tensor, mean: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``mean + temperature * (z - mean)``, for ``temperature >= 0``."""
-    if not temperature >= 0:
-        raise ValueError(f"the sampling temperature must be >= 0, got {temperature}")
-    return mean + temperature * (z - mean)
-
-
 class VAE(LatentVariableModel):
     r"""
     A VAE: prior :math:`p(z)`, decoder :math:`p(x \mid z)` and amortized guide
@@ -106,7 +113,10 @@ class VAE(LatentVariableModel):
     ``z -> hidden[-1] -> ... -> hidden[0] -> likelihood outputs``; with
     ``network="conv"`` they are the residual convolutional stacks of
     :mod:`pyprobvae.networks.conv_latent` (:func:`encoder_features`,
-    :func:`decoder_network`). The prior is :math:`\mathcal{N}(0, I)`.
+    :func:`decoder_network`). The prior of ``prior`` is :math:`\mathcal{N}(0, I)`
+    (:class:`~pyprobvae.priors.StandardNormal`), a learned mixture of Gaussians
+    (:class:`~pyprobvae.priors.MixturePrior`) or the VampPrior
+    (:class:`~pyprobvae.priors.VampPrior`).
 
     :param VAEConfig config: the architecture.
     """
@@ -128,7 +138,15 @@ class VAE(LatentVariableModel):
             config.family, features.out_features, config.latent_dim,
             num_components=config.num_components, flow=config.flow, flow_depth=config.flow_depth,
         )
-        return nn.Sequential(features, family), decoder, StandardNormal(config.latent_dim)
+        return nn.Sequential(features, family), decoder, self._prior(config)
+
+    def _prior(self, config):
+        r""":math:`p(z)` of ``config.prior`` (:mod:`pyprobvae.priors`)."""
+        if config.prior == "mixture":
+            return MixturePrior(config.latent_dim, config.prior_components)
+        if config.prior == "vamp":
+            return VampPrior(self.posterior, config.data_shape, config.prior_components)
+        return StandardNormal(config.latent_dim)
 
     @property
     def likelihood(self):
@@ -224,8 +242,10 @@ class VAE(LatentVariableModel):
         r"""
         Draw :math:`z \sim p(z)`, scale its deviation from the prior mean
         :math:`m` by the temperature, :math:`z_T = m + T (z - m)`, and decode
-        it. :math:`T = 1` samples the prior, :math:`T < 1` trades diversity for
-        typical samples, :math:`T = 0` decodes the prior mean.
+        it (for a mixture prior :math:`m` is the drawn component's mean,
+        :func:`~pyprobvae.distributions.tempered_sample`). :math:`T = 1`
+        samples the prior, :math:`T < 1` trades diversity for typical
+        samples, :math:`T = 0` decodes the prior mean.
 
         :param int num_samples: how many examples.
         :param float temperature: :math:`T \ge 0`.
@@ -234,7 +254,7 @@ class VAE(LatentVariableModel):
         """
         condition = self.condition(y, num_samples)
         prior = self.prior(num_samples, *condition)
-        return self._decode(temper(prior.sample(), prior.mean, temperature), condition)
+        return self._decode(tempered_sample(prior, temperature), condition)
 
     @torch.no_grad()
     def traverse(self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -385,7 +405,8 @@ class VAE(LatentVariableModel):
         return shown
 
     def _sample_exhibits(self) -> List[Exhibit]:
-        return [Exhibit("samples", "images", (self.sample(64),), "decoded prior samples  z ~ N(0, I)", 8)]
+        prior = {"standard": "N(0, I)", "mixture": "the mixture prior", "vamp": "the VampPrior"}.get(self.config.prior, "p(z | y)")
+        return [Exhibit("samples", "images", (self.sample(64),), f"decoded prior samples  z ~ {prior}", 8)]
 
 
-__all__ = ["POSTERIOR_MEAN_SAMPLES", "VAE", "VAEConfig", "temper"]
+__all__ = ["POSTERIOR_MEAN_SAMPLES", "VAE", "VAEConfig"]

@@ -42,6 +42,9 @@ class VQVAEConfig(ModelConfig):
     maps the flattened example to ``num_positions`` codes and back.
     """
 
+    # 0.2.0 called the commitment weight beta, the name the beta-VAE's KL weight has now
+    retired = {"beta": lambda value: {"commitment_weight": value}}
+
     model: str = setting("vqvae", choices=("vqvae",))
     network: str = setting("conv", choices=NETWORKS)
     """Encoder and decoder: conv (the default here; 2-D for images, 1-D for text) or mlp."""
@@ -49,8 +52,8 @@ class VQVAEConfig(ModelConfig):
     """Number of codes K; none: the data's default, 64, or 128 for text (one code per character needs more codes than its 96 characters)."""
     code_dim: int = setting(16, minimum=1, maximum=4096)
     """Dimension D of the codes."""
-    beta: float = setting(0.25, minimum=0)
-    """Weight of the commitment term (0.25 in van den Oord et al. 2017)."""
+    commitment_weight: float = setting(0.25, minimum=0)
+    """Weight beta of the commitment term (0.25 in van den Oord et al. 2017)."""
     ema: bool = False
     """Learn the codebook by exponential moving averages instead of the codebook term."""
     decay: float = setting(0.99, above=0, below=1)
@@ -128,7 +131,7 @@ class VQVAE(LatentVariableModel):
     Config = VQVAEConfig
     description = "a VQ-VAE"
     discrete_codes = True
-    unused_training_settings = ("kl_warmup_epochs", "estimator")
+    unused_training_settings = ("kl_warmup_epochs", "beta", "free_bits", "objective", "particles", "gradient")
     summary_keys = ("test_nll", "bits_per_dim", "prior", "recon_mse", "recon_accuracy", "codebook_perplexity", "codes_used")
 
     def __init__(self, config: VQVAEConfig):
@@ -196,7 +199,7 @@ class VQVAE(LatentVariableModel):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Delta(quantized.z_q, event_dim=2))
             pyro.factor("codebook", quantized.codebook_loss, has_rsample=True)
-            pyro.factor("commitment", self.config.beta * quantized.commitment_loss, has_rsample=True)
+            pyro.factor("commitment", self.config.commitment_weight * quantized.commitment_loss, has_rsample=True)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -98,8 +98,8 @@ class RunConfig:
         if missing:
             raise ConfigError(f"it has no {missing[0]!r} part")
         config = cls(
-            DataConfig.from_dict(data["data"]), config_from_dict(data["model"]), TrainConfig.from_dict(data["train"]),
-            EvaluationConfig.from_dict(data["evaluation"]),
+            DataConfig.from_record(data["data"]), config_from_dict(data["model"]), TrainConfig.from_record(data["train"]),
+            EvaluationConfig.from_record(data["evaluation"]),
         )
         for part in ("data", "model", "train", "evaluation"):  # a stored record is complete: a missing setting is damage
             settings = getattr(config, part)

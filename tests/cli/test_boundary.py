@@ -229,8 +229,9 @@ def test_a_run_written_before_newer_settings_existed_loads_evaluates_and_resumes
     newer = {part: _settings_since(getattr(config, part)) for part in ("data", "model", "train", "evaluation")}
     assert newer["data"] and newer["train"] and newer["evaluation"]  # seq_len, weight_decay, scored_texts at least
 
-    def strip(record, part):
-        return {key: value for key, value in record.items() if key not in newer[part]}
+    def strip(record, part):  # and, as 0.2.0 wrote it, the retired estimator setting (now objective)
+        kept = {key: value for key, value in record.items() if key not in newer[part]}
+        return {**kept, "estimator": "pathwise"} if part == "train" else kept
 
     _edit_config(lambda c: {part: strip(c[part], part) for part in c})(out)
     _edit_checkpoint(lambda s: s.update(model_config=strip(s["model_config"], "model"), train_config=strip(s["train_config"], "train")),

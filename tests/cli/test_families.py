@@ -7,7 +7,7 @@ from pyprobvae.cli import main
 
 
 def test_cli_trains_each_family(tmp_path, capsys):
-    for extra in (["--guide", "mixture", "--components", "2", "--estimator", "stratified"],
+    for extra in (["--guide", "mixture", "--components", "2", "--objective", "stratified"],
                   ["--guide", "flow", "--flow", "radial", "--flow-depth", "3"]):
         out = str(tmp_path / extra[1])
         assert main(["train", *extra, "--epochs", "1", "--hidden", "16", "--latent-dim", "2",
@@ -21,6 +21,6 @@ def test_cli_trains_each_family(tmp_path, capsys):
 
 
 def test_cli_stratified_with_diagonal_is_an_error(tmp_path, capsys):
-    argv = ["train", "--estimator", "stratified", "--epochs", "1", "--hidden", "16", "--quiet", "--out", str(tmp_path / "r")]
+    argv = ["train", "--objective", "stratified", "--epochs", "1", "--hidden", "16", "--quiet", "--out", str(tmp_path / "r")]
     assert main(argv) == 2
     assert "stratified estimator needs" in capsys.readouterr().err

@@ -16,11 +16,14 @@ import torch
 
 from .launch import run
 
+# name: (model, model settings, training settings)
 SETTINGS = {
-    "vae": ("vae", {}),
-    "cvae": ("cvae", {}),
+    "vae": ("vae", {}, {}),
+    "cvae": ("cvae", {}, {}),
+    # the IWAE bound's particles, DReG's gradient hooks and the VampPrior's second encoder pass under DDP
+    "vae-vamp-iwae-dreg": ("vae", {"prior": "vamp", "prior_components": 3}, {"objective": "iwae", "particles": 3, "gradient": "dreg"}),
     # min_usage 0.9 makes codes restart in the first epochs (26 restarts in these 8 steps)
-    "vqvae-ema-restarts": ("vqvae", {"ema": True, "min_usage": 0.9, "codebook_size": 16, "code_dim": 4, "hidden": (64,)}),
+    "vqvae-ema-restarts": ("vqvae", {"ema": True, "min_usage": 0.9, "codebook_size": 16, "code_dim": 4, "hidden": (64,)}, {}),
 }
 EPOCHS, BATCH = 2, 32
 
@@ -42,8 +45,8 @@ def _launch(runs, out, world_size):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    fresh = [{"model": model, "settings": settings, "epochs": EPOCHS, "batch_size": BATCH, "folder": name}
-             for name, (model, settings) in SETTINGS.items()]
+    fresh = [{"model": model, "settings": settings, "training": training, "epochs": EPOCHS, "batch_size": BATCH, "folder": name}
+             for name, (model, settings, training) in SETTINGS.items()]
     vq = fresh[-1]
     _launch([{**r, "folder": f"one/{r['folder']}"} for r in fresh] + [{**vq, "epochs": 1, "folder": "one-then-two"}], out, 1)
     _launch([{**r, "folder": f"two/{r['folder']}"} for r in fresh]

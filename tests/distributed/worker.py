@@ -80,7 +80,7 @@ def _fit_runs(task, out, world, train, test, restarts, drawn):
         restarts.clear()
         torch.distributions.Normal.rsample = _noise_of_the_example if run.get("example_noise", True) else drawn
         model = tiny_model(run["model"], seed=0, **run.get("settings", {}))
-        config = TrainConfig(epochs=run["epochs"], batch_size=run["batch_size"], seed=0)
+        config = TrainConfig(epochs=run["epochs"], batch_size=run["batch_size"], seed=0, **run.get("training", {}))
         history = fit(model, train, test, config, os.path.join(folder, "checkpoint.pt"), run.get("resume", False), progress=False)
         if world.is_main:
             result = {"state": model.state_dict(), "history": history, "restarted": int(sum(restarts)), "world_size": world.size}

@@ -28,7 +28,7 @@ def _vqvae(ema=False, codebook_size=16, seed=0, code_dim=4, **options):
 
 
 def test_elbo_terms_are_reconstruction_uniform_kl_and_penalties(digits):
-    model = _vqvae(beta=0.5)
+    model = _vqvae(commitment_weight=0.5)
     x = digits[1].x[:6]
     model.train()
     terms = elbo_terms(model.model, model.guide, x, register=False)
@@ -102,8 +102,8 @@ def test_build_errors():
     assert isinstance(ppv.build_vae(DIGITS, model="vqvae"), VQVAE)  # one builder for every registered model
     with pytest.raises(ValueError, match="need the VQ-VAE"):
         ppv.build_vae((8,), likelihood="tokens", num_levels=5)
-    with pytest.raises(ValueError, match="beta must be >= 0"):
-        build_vqvae(DIGITS, likelihood="categorical", num_levels=17, beta=-1.0)
+    with pytest.raises(ValueError, match="commitment_weight must be >= 0"):
+        build_vqvae(DIGITS, likelihood="categorical", num_levels=17, commitment_weight=-1.0)
     mlp = build_vqvae(DIGITS, network="mlp", num_positions=3, code_dim=2, hidden=[8], likelihood="bernoulli")
     assert isinstance(build_model(mlp.config.to_dict()), VQVAE) and mlp.num_positions == 3
 
