@@ -32,14 +32,18 @@ try:
 except ImportError:  # imported as benchmarks.bench_families
     from benchmarks import _harness as harness
 
+PATHWISE, STRATIFIED = dict(gradient="pathwise"), dict(objective="stratified")
+# (name, family options, training settings); the training default for a mixture is the elbo with gradient auto (stl)
 GUIDES = [
-    ("diagonal", dict(family="diagonal"), "elbo"),
-    ("mixture K=2, pathwise", dict(family="mixture", num_components=2), "elbo"),
-    ("mixture K=2, stratified", dict(family="mixture", num_components=2), "stratified"),
-    ("mixture K=5, pathwise", dict(family="mixture", num_components=5), "elbo"),
-    ("mixture K=5, stratified", dict(family="mixture", num_components=5), "stratified"),
+    ("diagonal", dict(family="diagonal"), {}),
+    ("mixture K=2, pathwise", dict(family="mixture", num_components=2), PATHWISE),
+    ("mixture K=2, stl (default)", dict(family="mixture", num_components=2), {}),
+    ("mixture K=2, stratified", dict(family="mixture", num_components=2), STRATIFIED),
+    ("mixture K=5, pathwise", dict(family="mixture", num_components=5), PATHWISE),
+    ("mixture K=5, stl (default)", dict(family="mixture", num_components=5), {}),
+    ("mixture K=5, stratified", dict(family="mixture", num_components=5), STRATIFIED),
 ] + [
-    (f"flow {flow}, depth {depth}", dict(family="flow", flow=flow, flow_depth=depth), "elbo")
+    (f"flow {flow}, depth {depth}", dict(family="flow", flow=flow, flow_depth=depth), {})
     for flow in ("planar", "radial", "iaf", "spline")
     for depth in (2, 8)
 ]
@@ -62,10 +66,10 @@ def build(options, dataset):
     return ppv.build_model(ppv.model_config("vae", **MODEL, **options).for_data(dataset))
 
 
-def train_and_evaluate(name, options, objective, train, test, epochs, iwae_samples, seed, device):
+def train_and_evaluate(name, options, settings, train, test, epochs, iwae_samples, seed, device):
     pyro.set_rng_seed(seed)
     model = build(options, train)
-    config = ppv.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, objective=objective, seed=seed, device=str(device))
+    config = ppv.TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, seed=seed, device=str(device), **settings)
     history = ppv.fit(model, train, test, config, progress=False)
     torch.manual_seed(seed)
     metrics = ppv.evaluate(model, test.x.to(device), iwae_samples)
@@ -79,24 +83,24 @@ def train_and_evaluate(name, options, objective, train, test, epochs, iwae_sampl
     }
 
 
-def make_trainer(options, objective, train, seed, device):
-    """The step of ``fit``: a ``Trainer`` on the ``ELBOObjective`` of ``objective``, for a fresh model."""
+def make_trainer(options, settings, train, seed, device):
+    """The step of ``fit``: a ``Trainer`` on the ``ELBOObjective`` of the training ``settings``, for a fresh model."""
     pyro.set_rng_seed(seed)
     model = build(options, train).to(device)
-    config = ppv.TrainConfig(batch_size=BATCH_SIZE, lr=LR, objective=objective, seed=seed, device=str(device))
+    config = ppv.TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed, device=str(device), **settings)
     model.train()
     return Trainer(ELBOObjective(ELBOLoss(model, config.estimator())), config, RandomState(seed, device))
 
 
 def scaling_configs():
-    """(what, size, family options, objective) of every timed configuration; the diagonal family first."""
-    configs = [("diagonal", 0, dict(family="diagonal"), "elbo")]
+    """(what, size, family options, training settings) of every timed configuration; the diagonal family first."""
+    configs = [("diagonal", 0, dict(family="diagonal"), {})]
     for depth in (1, 2, 4, 8, 16):
         for flow in ("planar", "iaf"):
-            configs.append((f"flow {flow}", depth, dict(family="flow", flow=flow, flow_depth=depth), "elbo"))
+            configs.append((f"flow {flow}", depth, dict(family="flow", flow=flow, flow_depth=depth), {}))
     for components in (1, 2, 4, 8, 16):
-        for label, objective in (("pathwise", "elbo"), ("stratified", "stratified")):
-            configs.append((f"mixture {label}", components, dict(family="mixture", num_components=components), objective))
+        for label, settings in (("pathwise", PATHWISE), ("stratified", STRATIFIED)):
+            configs.append((f"mixture {label}", components, dict(family="mixture", num_components=components), settings))
     return configs
 
 
@@ -110,8 +114,8 @@ def scaling(train, mode, seed, device):
     x = train.x[:BATCH_SIZE].to(device)
     warmup, rounds, steps = SCALING_TIMING[mode]
     configs = scaling_configs()
-    trainers = {f"{what} {size}": make_trainer(options, objective, train, seed, device)
-                for what, size, options, objective in configs}
+    trainers = {f"{what} {size}": make_trainer(options, settings, train, seed, device)
+                for what, size, options, settings in configs}
     candidates = {name: (lambda i, trainer=trainer: trainer.step(x)) for name, trainer in trainers.items()}
     timing = harness.interleaved(candidates, rounds=rounds, steps=steps, warmup=warmup, reference="diagonal 0",
                                  after=lambda name: trainers[name].check(0), device=device)
@@ -162,8 +166,8 @@ def main(argv=None):
         harness.settle()
         results, rows, timing, tables = [], [], None, []
         if "results" not in args.skip:
-            for name, options, objective in GUIDES:
-                results.append(train_and_evaluate(name, options, objective, train, test, epochs, iwae_samples, args.seed, device))
+            for name, options, settings in GUIDES:
+                results.append(train_and_evaluate(name, options, settings, train, test, epochs, iwae_samples, args.seed, device))
                 r = results[-1]
                 print(f"{name:<26} ELBO {r['test_elbo']:8.2f}  NLL {r['test_nll']:7.2f}  "
                       f"ELBO std {r['elbo_std']:5.2f}  active {r['active_units']}  {r['seconds_per_epoch']:.2f} s/epoch", flush=True)

@@ -232,6 +232,13 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return z.movedim(-2, 0)
 
 
+def can_stop_gradient(distribution) -> bool:
+    """Whether :func:`stop_gradient` takes ``distribution``: diagonal normals, also inside ``Independent``, and their mixtures."""
+    if isinstance(distribution, Independent):
+        return can_stop_gradient(distribution.base_dist)
+    return isinstance(distribution, (Normal, MixtureOfDiagonalNormals))
+
+
 def stop_gradient(distribution):
     r"""
     ``distribution`` with its parameters detached: the same density,
@@ -248,18 +255,18 @@ def stop_gradient(distribution):
     :raises ValueError: for any other distribution (a normalizing flow's
         density is its layers' networks, not tensors that can be detached).
     """
+    if not can_stop_gradient(distribution):
+        raise ValueError(
+            f"the stl and dreg gradients need log q(z) at stopped parameters, which pyprobvae has for diagonal normals "
+            f"and their mixtures (the diagonal and mixture families), not for {type(distribution).__name__}; "
+            "train this guide with --gradient pathwise"
+        )
     if isinstance(distribution, Independent):
         return Independent(stop_gradient(distribution.base_dist), distribution.reinterpreted_batch_ndims, validate_args=False)
     if isinstance(distribution, Normal):
         return Normal(distribution.loc.detach(), distribution.scale.detach(), validate_args=False)
-    if isinstance(distribution, MixtureOfDiagonalNormals):
-        return MixtureOfDiagonalNormals(
-            distribution.locs.detach(), distribution.scales.detach(), distribution.logits.detach(), validate_args=False
-        )
-    raise ValueError(
-        f"the stl and dreg gradients need log q(z) at stopped parameters, which pyprobvae has for diagonal normals "
-        f"and their mixtures (the diagonal and mixture families), not for {type(distribution).__name__}; "
-        "train this guide with --gradient pathwise"
+    return MixtureOfDiagonalNormals(
+        distribution.locs.detach(), distribution.scales.detach(), distribution.logits.detach(), validate_args=False
     )
 
 

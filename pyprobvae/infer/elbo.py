@@ -27,7 +27,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent, kl_divergence
 
-from ..distributions import stop_gradient
+from ..distributions import MixtureOfDiagonalNormals, stop_gradient
 
 
 class ELBOTerms(NamedTuple):
@@ -111,12 +111,13 @@ def _sampled_kl(site, guide_site):
 
 
 def _kl(site, guide_site, analytic):
+    # the site's KL, and whether it is in closed form
     if not analytic:
-        return _sampled_kl(site, guide_site)
+        return _sampled_kl(site, guide_site), False
     try:
-        return kl_divergence(guide_site["fn"], site["fn"])
+        return kl_divergence(guide_site["fn"], site["fn"]), True
     except NotImplementedError:  # no closed form for this pair of families
-        return _sampled_kl(site, guide_site)
+        return _sampled_kl(site, guide_site), False
 
 
 class Estimate(NamedTuple):
@@ -153,17 +154,24 @@ def _free_bits_kl(site, guide_site, free_bits):
     return per_dimension.clamp(min=free_bits).sum(-1)
 
 
+def _site_gradient(guide_site, closed_form, gradient):
+    # "auto": stl for a mixture guide's sampled KL, where it was measured to help (docs/guides/mixture.rst)
+    if gradient != "auto":
+        return gradient
+    return "stl" if not closed_form and isinstance(guide_site["fn"], MixtureOfDiagonalNormals) else "pathwise"
+
+
 def _trained_kl(site, guide_site, kl, gradient, free_bits):
+    if free_bits:
+        return _free_bits_kl(site, guide_site, free_bits)
     if gradient == "stl":
         z = site["value"]
         return stop_gradient(guide_site["fn"]).log_prob(z) - site["fn"].log_prob(z)
-    if free_bits:
-        return _free_bits_kl(site, guide_site, free_bits)
     return kl
 
 
 def elbo_estimate(
-    model, guide, *args, analytic_kl: bool = True, gradient: str = "pathwise", free_bits: float = 0.0,
+    model, guide, *args, analytic_kl: bool = True, gradient: str = "auto", free_bits: float = 0.0,
     kl_weight: float = 1.0, **kwargs
 ) -> Estimate:
     r"""
@@ -177,6 +185,12 @@ def elbo_estimate(
     with :math:`\beta` = ``kl_weight`` and :math:`\widehat{\mathrm{KL}}` by
     ``gradient`` and ``free_bits``:
 
+    * ``auto``: ``stl`` at a site whose guide is a
+      :class:`~pyprobvae.distributions.MixtureOfDiagonalNormals` (its KL is
+      sampled), ``pathwise`` elsewhere: the sampled KL's score term is the
+      noisiest part of a mixture guide's gradient (measured in
+      ``docs/guides/mixture.rst``), while a closed-form KL has none and a
+      diagonal guide under a learned prior trained no better with STL;
     * ``pathwise``: the KL of the reported terms, in closed form or sampled
       (``analytic_kl``);
     * ``stl``, "sticking the landing" (Roeder et al. 2017):
@@ -195,7 +209,8 @@ def elbo_estimate(
       independent of the batch size and of the number of processes.
 
     The reported :class:`ELBOTerms` are the true ELBO's whatever the
-    objective. With ``gradient="pathwise"``, ``free_bits=0`` and
+    objective. With ``gradient="pathwise"`` (or ``"auto"`` where every KL
+    is in closed form), ``free_bits=0`` and
     :math:`\beta = 1` the objective is ``terms.elbo - terms.penalty``.
 
     :param callable model: a Pyro model whose sites sit inside a data plate.
@@ -203,7 +218,7 @@ def elbo_estimate(
     :param args: the batch (and anything else) passed to model and guide.
     :param bool analytic_kl: closed-form KL divergences where torch has
         them; with False every KL is the Monte Carlo estimate.
-    :param str gradient: ``"pathwise"`` or ``"stl"``.
+    :param str gradient: ``"auto"``, ``"pathwise"`` or ``"stl"``.
     :param float free_bits: :math:`\lambda \ge 0` in nats per latent dimension (0: none).
     :param float kl_weight: :math:`\beta`.
     :return: :class:`Estimate`; its ``bound`` is ``terms.elbo``.
@@ -214,9 +229,10 @@ def elbo_estimate(
     for site in _observed_sites(model_trace):
         log_likelihood = terms.add(log_likelihood, site, site["fn"].log_prob(site["value"]))
     for site, guide_site in _latent_sites(model_trace, guide_trace):
-        site_kl = _kl(site, guide_site, analytic_kl)
+        site_kl, closed_form = _kl(site, guide_site, analytic_kl)
         kl = terms.add(kl, site, site_kl)
-        trained_kl = terms.add(trained_kl, site, _trained_kl(site, guide_site, site_kl, gradient, free_bits))
+        site_gradient = _site_gradient(guide_site, closed_form, gradient)
+        trained_kl = terms.add(trained_kl, site, _trained_kl(site, guide_site, site_kl, site_gradient, free_bits))
     for site in _observed_sites(guide_trace):
         penalty = terms.add(penalty, site, site["fn"].log_prob(site["value"]))
     log_likelihood, kl, trained_kl, penalty = torch.broadcast_tensors(

@@ -13,8 +13,8 @@ from typing import Dict
 from .elbo import Estimate, elbo_estimate, stratified_estimate
 from .iwae import iwae_estimate
 
-GRADIENTS = ("pathwise", "stl", "dreg")
-"""The gradient estimators by the name ``TrainConfig.gradient`` takes."""
+GRADIENTS = ("auto", "pathwise", "stl", "dreg")
+"""The gradient estimators by the name ``TrainConfig.gradient`` takes; ``auto`` is each bound's default."""
 
 
 class Estimator(abc.ABC):
@@ -35,21 +35,23 @@ class ELBO(Estimator):
     The single-sample ELBO (:func:`~pyprobvae.infer.elbo.elbo_estimate`):
     Pyro's ``Trace_ELBO``, or ``TraceMeanField_ELBO`` where the KL has a
     closed form, with the gradient ``pathwise`` or ``stl``, and free bits.
+    ``auto`` takes ``stl`` for a mixture guide (whose KL is sampled),
+    ``pathwise`` elsewhere.
 
     :param int particles: must be 1 (the bound of several draws is :class:`IWAE`).
-    :param str gradient: ``"pathwise"`` or ``"stl"``.
+    :param str gradient: ``"auto"``, ``"pathwise"`` or ``"stl"``.
     :param bool analytic_kl: closed-form KL where torch has it.
     :param float free_bits: nats per latent dimension (0: none).
     """
 
-    def __init__(self, particles: int = 1, gradient: str = "pathwise", analytic_kl: bool = True, free_bits: float = 0.0):
+    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0):
         _refuse(particles != 1, f"the elbo takes one draw per example (particles 1, got {particles}); "
                                 "several draws give the tighter iwae bound (objective iwae)")
-        _refuse(gradient not in ("pathwise", "stl"), f"the elbo's gradient is pathwise or stl, not {gradient!r} "
-                                                     "(dreg is the iwae bound's: for one draw it is stl)")
+        _refuse(gradient not in ("auto", "pathwise", "stl"), f"the elbo's gradient is auto, pathwise or stl, not {gradient!r} "
+                                                             "(dreg is the iwae bound's: for one draw it is stl)")
         _refuse(free_bits < 0, f"free bits must be >= 0 nats, got {free_bits}")
-        _refuse(bool(free_bits) and gradient != "pathwise", "free bits floor the closed-form KL of each dimension, "
-                                                              "which the stl gradient does not use: give one of the two")
+        _refuse(bool(free_bits) and gradient == "stl", "free bits floor the closed-form KL of each dimension, "
+                                                         "which the stl gradient does not use: give one of the two")
         self.gradient, self.analytic_kl, self.free_bits = gradient, analytic_kl, free_bits
 
     def __call__(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
@@ -63,16 +65,17 @@ class IWAE(Estimator):
     """
     The importance-weighted bound of ``particles`` draws per example
     (:func:`~pyprobvae.infer.iwae.iwae_estimate`), with the gradient
-    ``pathwise``, ``stl`` or ``dreg``. Its KL is sampled, so ``analytic_kl``
-    does not apply, and free bits (a floor on closed-form KLs) do not either.
+    ``pathwise`` (also for ``auto``), ``stl`` or ``dreg``. Its KL is
+    sampled, so ``analytic_kl`` does not apply, and free bits (a floor on
+    closed-form KLs) do not either.
     """
 
-    def __init__(self, particles: int = 1, gradient: str = "pathwise", analytic_kl: bool = True, free_bits: float = 0.0):
+    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0):
         _refuse(particles < 1, f"the iwae bound needs particles >= 1, got {particles}")
         _refuse(gradient not in GRADIENTS, f"unknown gradient {gradient!r}; choose one of {', '.join(GRADIENTS)}")
         _refuse(bool(free_bits), "free bits floor the ELBO's KL per dimension; the iwae bound has no KL term to floor")
         del analytic_kl
-        self.particles, self.gradient = particles, gradient
+        self.particles, self.gradient = particles, "pathwise" if gradient == "auto" else gradient
 
     def __call__(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
         return iwae_estimate(model, guide, *args, particles=self.particles, gradient=self.gradient, kl_weight=kl_weight, **kwargs)
@@ -87,9 +90,9 @@ class StratifiedELBO(Estimator):
     gradient is its own.
     """
 
-    def __init__(self, particles: int = 1, gradient: str = "pathwise", analytic_kl: bool = True, free_bits: float = 0.0):
+    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0):
         _refuse(particles != 1, f"the stratified bound draws once from each component; particles must be 1, got {particles}")
-        _refuse(gradient != "pathwise", f"the stratified bound has its own gradient (pathwise), not {gradient!r}")
+        _refuse(gradient not in ("auto", "pathwise"), f"the stratified bound has its own gradient (pathwise), not {gradient!r}")
         _refuse(bool(free_bits), "free bits floor the ELBO's KL per dimension; the stratified bound has no KL term to floor")
         del analytic_kl
 
@@ -102,7 +105,7 @@ OBJECTIVES: Dict[str, type] = {"elbo": ELBO, "iwae": IWAE, "stratified": Stratif
 
 
 def make_estimator(
-    objective: str = "elbo", *, particles: int = 1, gradient: str = "pathwise", analytic_kl: bool = True, free_bits: float = 0.0,
+    objective: str = "elbo", *, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0,
 ) -> Estimator:
     """
     The estimator of ``objective`` with these settings (those of

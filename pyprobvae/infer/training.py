@@ -57,8 +57,8 @@ class TrainConfig(LoopConfig):
     """The bound trained: elbo (one draw per example), iwae (the importance-weighted bound of --particles draws, Burda et al. 2016) or stratified (mixture guides: one draw per component, Morningstar et al. 2021; never looser than the ELBO)."""
     particles: int = setting(1, minimum=1, maximum=100_000, since="0.3.0")
     """Draws K per example of the iwae bound (1: the ELBO); the others take 1."""
-    gradient: str = setting("pathwise", choices=GRADIENTS, since="0.3.0")
-    """Gradient estimator: pathwise (reparameterized), stl (sticking the landing, Roeder et al. 2017: the guide's density at stopped parameters) or dreg (iwae: doubly reparameterized, Tucker et al. 2019). stl and dreg need the diagonal or mixture family."""
+    gradient: str = setting("auto", choices=GRADIENTS, since="0.3.0", before="pathwise")
+    """Gradient estimator: pathwise (reparameterized), stl (sticking the landing, Roeder et al. 2017: the guide's density at stopped parameters), dreg (iwae: doubly reparameterized, Tucker et al. 2019) or auto: stl for the elbo of the mixture family, pathwise otherwise. stl and dreg need the diagonal or mixture family."""
 
     retired = {"estimator": lambda value: {"objective": "elbo" if value == "pathwise" else value}}
 

@@ -92,7 +92,7 @@ def test_iwae_with_one_particle_is_the_sampled_elbo_on_the_same_draws():
     x = _data(50)
     model = LinearGaussian("diagonal")
     pyro.set_rng_seed(3)
-    elbo = elbo_estimate(model.model, model.guide, x, analytic_kl=False)
+    elbo = elbo_estimate(model.model, model.guide, x, analytic_kl=False, gradient="pathwise")
     pyro.set_rng_seed(3)
     iwae = iwae_estimate(model.model, model.guide, x, particles=1)
     torch.testing.assert_close(iwae.bound, elbo.terms.elbo, rtol=0, atol=1e-12)
@@ -173,7 +173,7 @@ def test_kl_weight_enters_the_weights_and_leaves_the_reported_bound():
 def test_stl_drops_exactly_the_score_term():
     """STL's guide gradient = the sampled-KL pathwise gradient + E-zero score term d log q(z)/d phi at fixed z."""
     x = _data(5)
-    pathwise_pair, pathwise = _estimates(x, 1, lambda m, g, x: elbo_estimate(m, g, x, analytic_kl=False))
+    pathwise_pair, pathwise = _estimates(x, 1, lambda m, g, x: elbo_estimate(m, g, x, analytic_kl=False, gradient="pathwise"))
     stl_pair, stl = _estimates(x, 1, lambda m, g, x: elbo_estimate(m, g, x, gradient="stl"))
     torch.testing.assert_close(stl.objective, pathwise.objective, rtol=0, atol=1e-12)  # same value
     g_path, g_stl = pathwise_pair.gradients(pathwise.objective, 1), stl_pair.gradients(stl.objective, 1)
@@ -191,6 +191,19 @@ def test_stl_drops_exactly_the_score_term():
     torch.testing.assert_close(g_stl["bias"], g_path["bias"], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("analytic_kl", [True, False])
+def test_auto_is_pathwise_for_a_diagonal_guide(analytic_kl):
+    """Closed-form KL or sampled; for a mixture guide auto is stl (tests/infer/test_objectives.py)."""
+    x = _data(5)
+    gradients = {}
+    same_as = "pathwise"
+    for gradient in ("auto", same_as):
+        pair, estimate = _estimates(x, 1, lambda m, g, x: elbo_estimate(m, g, x, analytic_kl=analytic_kl, gradient=gradient))
+        gradients[gradient] = pair.gradients(estimate.objective, 1)
+    for name, value in gradients[same_as].items():
+        torch.testing.assert_close(gradients["auto"][name], value, rtol=0, atol=0)
+
+
 def test_stl_gradient_is_zero_at_the_exact_posterior():
     """Roeder et al.: with q the posterior, log p(x, z) - log q(z) is constant in z, so every draw's STL gradient vanishes."""
     x = _data(30, w=W_ORTH)
@@ -199,7 +212,7 @@ def test_stl_gradient_is_zero_at_the_exact_posterior():
                            shift=torch.zeros(d, dtype=DTYPE), log_scale=0.5 * cov.diagonal().log())
     grads = pair.gradients(stl.objective, 1)
     assert grads["offset"].abs().max() < 1e-10 and grads["log_scale"].abs().max() < 1e-10
-    pair, pathwise = _estimates(x, 1, lambda m, g, x: elbo_estimate(m, g, x, analytic_kl=False), w=W_ORTH,
+    pair, pathwise = _estimates(x, 1, lambda m, g, x: elbo_estimate(m, g, x, analytic_kl=False, gradient="pathwise"), w=W_ORTH,
                                 shift=torch.zeros(d, dtype=DTYPE), log_scale=0.5 * cov.diagonal().log())
     assert pair.gradients(pathwise.objective, 1)["log_scale"].abs().max() > 1e-2
 
@@ -292,7 +305,7 @@ def test_stl_has_lower_variance_than_the_pathwise_elbo_gradient():
     """
     x, replicas = _data(3), 4000
     variance = {}
-    for gradient, settings in (("pathwise", {}), ("stl", dict(gradient="stl"))):
+    for gradient, settings in (("pathwise", dict(gradient="pathwise")), ("stl", dict(gradient="stl"))):
         pair, estimate = _estimates(x, replicas, lambda m, g, x: elbo_estimate(m, g, x, **settings))
         grads = pair.gradients(estimate.objective, replicas)
         variance[gradient] = sum(grads[n].var(0).sum() for n in ("offset", "log_scale"))
