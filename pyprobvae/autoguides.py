@@ -150,6 +150,13 @@ class MonteCarloAutoContinuous(AutoContinuous):
         return result
 
 
+_NOT_A_TRANSFORM = (
+    "AutoMixtureNormal's posterior is a mixture of Gaussians, not an invertible transform of one base distribution, "
+    "so it has no get_base_dist/get_transform: for NeuTraReparam use AutoNormal, AutoMultivariateNormal, AutoIAFNormal "
+    "or pyprobvae's AutoFlowNormal"
+)
+
+
 class AutoMixtureNormal(MonteCarloAutoContinuous):
     r"""
     An :class:`~pyro.infer.autoguide.AutoContinuous` guide whose density over
@@ -284,6 +291,21 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
         :rtype: ~pyprobvae.distributions.MixtureOfDiagonalNormals
         """
         return MixtureOfDiagonalNormals(self.locs, self.scales, self.logits)
+
+    def get_base_dist(self):
+        """
+        Refused: a mixture of Gaussians is not an invertible transform of one
+        base distribution, which is what NeuTra reparameterization
+        (:class:`~pyro.infer.reparam.NeuTraReparam`) and other users of
+        ``get_base_dist``/``get_transform`` need.
+
+        :raises NotImplementedError: always, saying which guides have them.
+        """
+        raise NotImplementedError(_NOT_A_TRANSFORM)
+
+    def get_transform(self, *args, **kwargs):
+        """Refused, as :meth:`get_base_dist`."""
+        raise NotImplementedError(_NOT_A_TRANSFORM)
 
     @torch.no_grad()
     def median(self, *args, **kwargs):

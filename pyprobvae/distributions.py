@@ -105,6 +105,17 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         self.logits = logits.expand(batch_shape + logits.shape[-1:])
         super().__init__(batch_shape, locs.shape[-1:], validate_args=validate_args)
 
+    @classmethod
+    def infer_shapes(cls, locs, scales, logits):
+        """
+        ``(batch_shape, event_shape)`` of a mixture with parameters of these
+        shapes (Pyro's distribution convention): the batch shape broadcasts
+        ``locs[:-2]``, ``scales[:-2]`` and ``logits[:-1]``; the event shape
+        is ``(D,)``.
+        """
+        components = torch.broadcast_shapes(torch.Size(locs), torch.Size(scales))
+        return torch.broadcast_shapes(components[:-2], torch.Size(logits[:-1])), components[-1:]
+
     @property
     def component_log_weights(self):
         r""":math:`\log \pi = \log \mathrm{softmax}(\mathrm{logits})`, shape ``batch_shape + (K,)``."""

@@ -168,6 +168,39 @@ _IAF_IN_ONE_DIMENSION = (
 )
 
 
+class _OrientationPreserving:
+    # Every layer of FLOWS has a positive Jacobian determinant by construction
+    # (see the module docstring; Pyro's AffineAutoregressive says so too):
+    # torch's Transform.sign would raise NotImplementedError instead, which
+    # torch.jit's probing of a module's attributes (hasattr) does not survive.
+    sign = +1
+
+
+class _Planar(_OrientationPreserving, Planar):
+    pass
+
+
+class _Radial(_OrientationPreserving, Radial):
+    pass
+
+
+class _Spline(_OrientationPreserving, Spline):
+    pass
+
+
+class _SplineAutoregressive(_OrientationPreserving, SplineAutoregressive):
+    pass
+
+
+class _Permute(Permute):
+    # The sign of a permutation's determinant, its parity: (-1)^(inversions).
+    @property
+    def sign(self):
+        order = self.permutation
+        inversions = int((order.unsqueeze(1) > order.unsqueeze(0)).triu(1).sum())  # i < j with order[i] > order[j]
+        return -1 if inversions % 2 else +1
+
+
 class ConditionalPermute(ConditionalTransform):
     """
     A fixed :class:`~pyro.distributions.transforms.Permute` in a stack of
@@ -218,17 +251,17 @@ def _made(dim, hidden, param_dims, context_dim):
 def _layer(flow, dim, hidden, context_dim):
     conditional = context_dim is not None
     if flow == "planar":
-        return conditional_planar(dim, context_dim, hidden) if conditional else Planar(dim)
+        return conditional_planar(dim, context_dim, hidden) if conditional else _Planar(dim)
     if flow == "radial":
-        return conditional_radial(dim, context_dim, hidden) if conditional else Radial(dim)
+        return conditional_radial(dim, context_dim, hidden) if conditional else _Radial(dim)
     if flow == "iaf":
         made = _made(dim, hidden, [1, 1], context_dim)
         return ConditionalAffineAutoregressive(made) if conditional else AffineAutoregressive(made)
     spline = dict(count_bins=SPLINE_BINS, bound=SPLINE_BOUND, order=SPLINE_ORDER)
     if dim == 1:
-        return conditional_spline(1, context_dim, hidden, **spline) if conditional else Spline(1, **spline)
+        return conditional_spline(1, context_dim, hidden, **spline) if conditional else _Spline(1, **spline)
     made = _made(dim, hidden, [SPLINE_BINS, SPLINE_BINS, SPLINE_BINS - 1], context_dim)
-    return (ConditionalSplineAutoregressive if conditional else SplineAutoregressive)(dim, made, **spline)
+    return (ConditionalSplineAutoregressive if conditional else _SplineAutoregressive)(dim, made, **spline)
 
 
 def flow_layers(
@@ -284,7 +317,7 @@ def flow_layers(
         if k and reverses:
             reversal = torch.arange(dim - 1, -1, -1, device=device)
             # A new Permute per position (its cache holds one pair).
-            layers.append(ConditionalPermute(reversal) if conditional else Permute(reversal))
+            layers.append(ConditionalPermute(reversal) if conditional else _Permute(reversal))
         layers.append(_layer(flow, dim, hidden, context_dim))
     return layers
 

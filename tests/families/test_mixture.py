@@ -434,3 +434,14 @@ def test_family_in_a_pyro_guide():
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in family.parameters())
+
+
+@pytest.mark.parametrize("locs, scales, logits", [
+    ((3, 2), (3, 2), (3,)),
+    ((5, 3, 2), (1, 2), (3,)),
+    ((4, 1, 3, 2), (5, 3, 1), (5, 3)),
+])
+def test_infer_shapes_are_those_of_an_instance(locs, scales, logits):
+    """Pyro's distribution convention: infer_shapes from the parameters' shapes, without building the distribution."""
+    mixture = MixtureOfDiagonalNormals(torch.zeros(locs), torch.ones(scales), torch.zeros(logits))
+    assert MixtureOfDiagonalNormals.infer_shapes(locs=locs, scales=scales, logits=logits) == (mixture.batch_shape, mixture.event_shape)
