@@ -187,6 +187,9 @@ def _add_train(commands):
     seen = _add_config_options(p.add_argument_group("training"), [TrainConfig], seen=seen, text_defaults=TEXT_TRAINING)
     _add_config_options(p.add_argument_group("evaluation"), [EvaluationConfig], only=("iwae_samples",), seen=seen)
     group = p.add_argument_group("run folder")
+    group.add_argument("--config", metavar="FILE",
+                       help="settings from a JSON or TOML file laid out as a run's config.json (parts data, model, train, "
+                            "evaluation; any may be left out); options given here override it")
     group.add_argument("--out", help="run folder (default runs/DATASET-MODEL-TIME)")
     group.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
     group.add_argument("--overwrite", action="store_true",
@@ -283,10 +286,65 @@ def _pick(given: dict, cls) -> dict:
     return {name: value for name, value in given.items() if name in _names(cls)}
 
 
+CONFIG_PARTS = ("data", "model", "train", "evaluation")
+"""The parts of a config file of ``train --config``, those of a run folder's ``config.json``."""
+
+
+def read_config_file(path: str) -> dict:
+    """
+    The settings of a ``train --config`` file: JSON, or TOML for a ``.toml``
+    file, holding an object whose keys are among :data:`CONFIG_PARTS`, each an
+    object of settings (a run folder's ``config.json`` is one).
+
+    :raises UsageError: for a file that cannot be read or is not laid out so.
+    """
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ImportError:  # Python < 3.11
+                raise UsageError(f"--config {path}: TOML files need Python 3.11 or later; give the settings as JSON") from None
+            with open(path, "rb") as f:
+                settings = tomllib.load(f)
+        else:
+            with open(path, encoding="utf-8") as f:
+                settings = json.load(f)
+    except OSError as e:
+        raise UsageError(f"--config {path}: {e.strerror or e}") from None
+    except ValueError as e:  # JSONDecodeError, TOMLDecodeError, UnicodeDecodeError
+        raise UsageError(f"--config {path} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {str(e).splitlines()[0]}") from None
+    if not isinstance(settings, dict) or not all(isinstance(part, dict) for part in settings.values()):
+        raise UsageError(f"--config {path}: expected an object of parts ({', '.join(CONFIG_PARTS)}), each an object of settings")
+    unknown = sorted(set(settings) - set(CONFIG_PARTS))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown part {unknown[0]!r}; the parts are {', '.join(CONFIG_PARTS)}")
+    return {part: settings.get(part, {}) for part in CONFIG_PARTS}
+
+
+def _configured(file: dict, given: dict):
+    """The four parts of a run from a config file's settings, each overridden by the options given on the command line."""
+    name = given.pop("model", file["model"].get("model", DEFAULT_MODEL))
+    cls = model_class(name)
+    parts = (DataConfig, cls.Config, TrainConfig, EvaluationConfig)
+    leftover = sorted(s for s in given if not any(s in _names(c) for c in parts) and setting_owners(s))
+    if leftover:
+        raise UsageError(inapplicable_reason(cls, leftover[0], _flag(leftover[0]), "--model {}"))
+    data = DataConfig.from_dict({**file["data"], **_pick(given, DataConfig)})
+    model = cls.Config.from_dict({**file["model"], "model": name, **_pick(given, cls.Config)})
+    training = {**file["train"], **_pick(given, TrainConfig)}
+    TrainConfig.from_dict(training)  # checked here; the run completes it with the data's defaults
+    evaluation = EvaluationConfig.from_dict({**file["evaluation"], **_pick(given, EvaluationConfig)})
+    return data, model, training, evaluation
+
+
 def _train(args):
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "overwrite", "quiet")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "overwrite", "quiet", "config")}
     world = current_world()
-    if args.resume:
+    if args.config is not None and args.resume:
+        raise UsageError("--resume continues a run with its own settings; --config gives a new run's")
+    if args.config is not None:
+        data, model, training, evaluation = _configured(read_config_file(args.config), given)
+    elif args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out RUN_DIR, the run to continue")
         if world.is_main:
