@@ -175,6 +175,13 @@ MAX_STEPS = 10_000
 # ------------------------------------------------------------------- parser
 
 
+TRAIN_HELP_CONCERNS = {
+    "variational family q(z|x)": ("family", "num_components", "flow", "flow_depth"),
+    "prior p(z)": ("prior", "prior_components"),
+}
+"""Groups of ``train --help`` that gather settings by concern across models (the rest are grouped by model)."""
+
+
 def _add_train(commands):
     p = commands.add_parser("train", help="train a model into a run folder")
     seen = _add_config_options(p.add_argument_group("data"), [DataConfig])
@@ -182,7 +189,10 @@ def _add_train(commands):
     models = ", ".join(f"{name} ({cls.description})" for name, cls in MODELS.items())
     group.add_argument("--model", choices=tuple(MODELS), default=argparse.SUPPRESS, help=f"the model: {models} (default: {DEFAULT_MODEL})")
     seen = _add_config_options(group, [ModelConfig], skip=("model",), seen=seen)
-    for name, cls in MODELS.items():  # each setting in the group of the first model that has it
+    for title, names in TRAIN_HELP_CONCERNS.items():
+        owners = [cls for cls in MODELS.values() if set(names) <= _names(cls.Config)]
+        seen = _add_config_options(p.add_argument_group(title), [owners[0].Config], only=names, seen=seen)
+    for name, cls in MODELS.items():  # each remaining setting in the group of the first model that has it
         seen = _add_config_options(p.add_argument_group(f"{cls.description} (--model {name})"), [cls.Config], skip=("model",), seen=seen)
     seen = _add_config_options(p.add_argument_group("training"), [TrainConfig], seen=seen, text_defaults=TEXT_TRAINING)
     _add_config_options(p.add_argument_group("evaluation"), [EvaluationConfig], only=("iwae_samples",), seen=seen)

@@ -88,7 +88,7 @@ def test_from_dict_names_unknown_settings_and_replace_checks():
 def test_defaults_live_in_the_configs_only():
     """The command line holds no default of a setting: an option left out is absent, and the config's default applies."""
     args = make_parser().parse_args(["train"])
-    assert {k for k in vars(args)} == {"command", "out", "resume", "overwrite", "quiet"}
+    assert {k for k in vars(args)} == {"command", "config", "out", "resume", "overwrite", "quiet"}  # the run-folder options
     assert TrainConfig().epochs == 100  # the one default of the number of epochs (the CLI's, the API's)
     help_text = make_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "Passes over the training data. (default: 100; for text: 10)" in " ".join(help_text.split())
