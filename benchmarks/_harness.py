@@ -294,6 +294,15 @@ def write_json(path: str, results: Mapping[str, Any]) -> None:
     print(f"wrote {path}")
 
 
+def print_tables(tables: str, markdown_path: Optional[str]) -> None:
+    """Print the Markdown ``tables`` after a blank line, and write them to ``markdown_path`` if given (``--markdown``)."""
+    print()
+    print(tables)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(tables + "\n")
+
+
 def finish(args: argparse.Namespace, results: Dict[str, Any]) -> Dict[str, Any]:
     """Add ``total_seconds`` (since :func:`start`), print it, and write the JSON if ``--json``."""
     total = time.perf_counter() - getattr(args, "_started", time.perf_counter())

@@ -176,12 +176,7 @@ def main(argv=None):
             rows, timing = scaling(train, mode, args.seed, device)
             harness.print_timing(timing, title="Step time (Trainer.step, batch 128)")
             tables.append(scaling_markdown(rows))
-        tables = "\n\n".join(tables)
-        print()
-        print(tables)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(tables + "\n")
+        harness.print_tables("\n\n".join(tables), args.markdown)
         harness.finish(args, {"environment": env, "epochs": epochs, "iwae_samples": iwae_samples, "results": results,
                               "scaling": rows, "scaling_timing": timing})
 

@@ -154,12 +154,8 @@ def main(argv=None):
             v = variances[-1]
             print(f"{name:<32} encoder var {v['encoder']['variance']:.4g} (mean^2 {v['encoder']['mean_sq']:.4g})  "
                   f"decoder var {v['decoder']['variance']:.4g} (mean^2 {v['decoder']['mean_sq']:.4g})", flush=True)
-        tables = results_markdown(results, epochs, iwae_samples) + "\n\n" + variance_markdown(variances, repeats)
-        print()
-        print(tables)
-        if args.markdown:
-            with open(args.markdown, "w") as f:
-                f.write(tables + "\n")
+        harness.print_tables(results_markdown(results, epochs, iwae_samples) + "\n\n" + variance_markdown(variances, repeats),
+                             args.markdown)
         harness.finish(args, {"environment": env, "epochs": epochs, "iwae_samples": iwae_samples, "results": results,
                               "gradient_variance": variances, "repeats": repeats})
 

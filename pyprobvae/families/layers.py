@@ -177,19 +177,19 @@ class _OrientationPreserving:
 
 
 class _Planar(_OrientationPreserving, Planar):
-    pass
+    """Pyro's ``Planar``, with ``sign`` +1."""
 
 
 class _Radial(_OrientationPreserving, Radial):
-    pass
+    """Pyro's ``Radial``, with ``sign`` +1."""
 
 
 class _Spline(_OrientationPreserving, Spline):
-    pass
+    """Pyro's ``Spline``, with ``sign`` +1."""
 
 
 class _SplineAutoregressive(_OrientationPreserving, SplineAutoregressive):
-    pass
+    """Pyro's ``SplineAutoregressive``, with ``sign`` +1."""
 
 
 class _Permute(Permute):
