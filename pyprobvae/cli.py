@@ -40,6 +40,7 @@ from .resources import ResourceError
 from .runs import verbs
 from .runs.data_defaults import TEXT_PRIOR, TEXT_PRIOR_TRAINING, TEXT_TRAINING
 from .runs.folder import CONFIG, DataConfig, Run, read_config
+from .runs.tensorboard import TensorBoardConfig
 from .runs.writers import SUFFIXES, check_output, write_array, write_examples, write_paths, write_reconstructions
 
 
@@ -205,6 +206,7 @@ def _add_train(commands):
     group.add_argument("--overwrite", action="store_true",
                        help="replace the run --out holds (trained beside it, swapped in when complete)")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(p.add_argument_group("TensorBoard"), [TensorBoardConfig])
 
 
 def _add_run_commands(commands):
@@ -216,8 +218,9 @@ def _add_run_commands(commands):
     p = commands.add_parser("train-prior", help="runs with discrete codes (VQ-VAE): fit a transformer prior to the run's codes (stage 2)")
     p.add_argument("run")
     seen = _add_config_options(p, [TransformerPriorConfig], text_defaults=TEXT_PRIOR)
-    _add_config_options(p, [PriorTrainConfig], seen=seen, text_defaults=TEXT_PRIOR_TRAINING)
+    seen = _add_config_options(p, [PriorTrainConfig], seen=seen, text_defaults=TEXT_PRIOR_TRAINING)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(p, [TensorBoardConfig], seen=seen)
 
     p = commands.add_parser("sample", help="decode draws from the prior")
     p.add_argument("run")
@@ -347,8 +350,17 @@ def _configured(file: dict, given: dict):
     return data, model, training, evaluation
 
 
+def _tensorboard_options(given: dict) -> TensorBoardConfig:
+    """The TensorBoard options given, taken out of ``given`` (they are options of the command, not settings of the run)."""
+    chosen = {name: given.pop(name) for name in _names(TensorBoardConfig) if name in given}
+    if chosen.get("tensorboard") is False and "tensorboard_images_every" in chosen:
+        raise UsageError("--tensorboard-images-every does not apply with --no-tensorboard")
+    return TensorBoardConfig(**chosen)
+
+
 def _train(args):
     given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "overwrite", "quiet", "config")}
+    tensorboard = _tensorboard_options(given)
     world = current_world()
     if args.config is not None and args.resume:
         raise UsageError("--resume continues a run with its own settings; --config gives a new run's")
@@ -387,7 +399,8 @@ def _train(args):
     out = args.out or _default_run_folder(stem, model.model, world)
     if args.resume and args.overwrite:
         raise UsageError("--resume continues a run and --overwrite replaces it: give one")
-    metrics = verbs.train(out, data, model, training, evaluation, args.resume, args.overwrite, progress=not args.quiet)
+    metrics = verbs.train(out, data, model, training, evaluation, args.resume, args.overwrite, progress=not args.quiet,
+                          tensorboard=tensorboard)
     if world.is_main:
         print(json.dumps(_summary(model.model, metrics)))
         print(f"run folder: {os.path.abspath(out)}")
@@ -410,10 +423,11 @@ def _evaluate(args):
 
 
 def _train_prior(args):
-    given = vars(args)
+    given = dict(vars(args))
+    tensorboard = _tensorboard_options(given)
     training = _pick(given, PriorTrainConfig)
     run = Run(args.run, PriorTrainConfig(**training).device)
-    metrics = verbs.train_prior(run, _pick(given, TransformerPriorConfig), training, progress=not args.quiet)
+    metrics = verbs.train_prior(run, _pick(given, TransformerPriorConfig), training, progress=not args.quiet, tensorboard=tensorboard)
     if current_world().is_main:
         print(json.dumps(_summary(run.config.model.model, metrics)))
         print(f"prior: stored in {os.path.abspath(run.path('checkpoint.pt'))}")

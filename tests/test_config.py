@@ -14,9 +14,11 @@ from pyprobvae.infer import LoopConfig, PriorTrainConfig, TrainConfig
 from pyprobvae.models import MODELS
 from pyprobvae.priors import TransformerPriorConfig
 from pyprobvae.runs import DataConfig
+from pyprobvae.runs.tensorboard import TensorBoardConfig
 
 CONFIGS = [cls.Config for cls in MODELS.values()] + [
     LoopConfig, TrainConfig, PriorTrainConfig, ClassifierConfig, TransformerPriorConfig, DataConfig, EvaluationConfig,
+    TensorBoardConfig,
 ]
 
 

@@ -242,6 +242,34 @@ class Objective(abc.ABC):
         """The epoch's record from the mean of each term per example."""
 
 
+class Monitor(abc.ABC):
+    """
+    What follows a training run as it goes (e.g. TensorBoard): the
+    :class:`Trainer` hands it numbers already on the host, at the points
+    where it reads them anyway. Steps are counted over the whole run, from 1.
+    """
+
+    @abc.abstractmethod
+    def start(self, step: int) -> None:
+        """Training begins after global step ``step`` (0 for a new run; on resume, the last step of the checkpoint)."""
+
+    @abc.abstractmethod
+    def window(self, step: int, numbers: Dict[str, float]) -> None:
+        """
+        A log window that ended at global step ``step`` was read: ``numbers``
+        holds each of the objective's :attr:`~Objective.terms` and ``loss`` as
+        means per example over the window, ``lr``, the learning rate of its
+        last step, and ``grad_norm``, the global L2 norm of the gradient of its
+        last step (before the optimizer, so before any clipping), which
+        :meth:`Trainer.run` always measures (a caller of :meth:`Trainer.step`
+        asks for it with ``ends_window``).
+        """
+
+    @abc.abstractmethod
+    def epoch(self, step: int, record: dict) -> None:
+        """The epoch that ended at global step ``step`` has its ``record`` (the model is in eval mode)."""
+
+
 class Trainer:
     """
     Minibatch descent on ``objective`` over the parameters of its network.
@@ -251,9 +279,13 @@ class Trainer:
         global batch, which the world size must divide.
     :param RandomState random: the run's random state.
     :param World world: the processes that train together (one by default).
+    :param monitor: what follows the run (:class:`Monitor`), or None; give
+        it on one process only.
     """
 
-    def __init__(self, objective: Objective, config: LoopConfig, random: RandomState, world: World = LOCAL):
+    def __init__(
+        self, objective: Objective, config: LoopConfig, random: RandomState, world: World = LOCAL, monitor: Optional[Monitor] = None,
+    ):
         self.objective = objective
         self.module = objective.network
         self.config = config
@@ -267,32 +299,40 @@ class Trainer:
         self.total_steps = 0
         self._scheduled = config.lr_schedule != "constant"
         self._dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self.monitor = monitor
         self._window: List[torch.Tensor] = []
         self._window_start = 0
+        self._window_examples = 0
+        self._grad_norm: Optional[torch.Tensor] = None
 
     def steps_per_epoch(self, count: int) -> int:
         """Steps in an epoch of ``count`` examples (:func:`steps_per_epoch`)."""
         return steps_per_epoch(count, self.config.batch_size, self.world)
 
-    def step(self, *batch, global_count: Optional[int] = None) -> None:
+    def step(self, *batch, global_count: Optional[int] = None, ends_window: bool = False) -> None:
         """
         One descent step on this rank's share of a global batch of
         ``global_count`` examples (None: ``batch`` is the whole batch, in one
         process): queued on the device, nothing read back. The step's term
-        sums join the window that :meth:`check` reads.
+        sums join the window that :meth:`check` reads; with a monitor, the
+        step that ``ends_window`` also measures the gradient norm (on the device).
         """
         losses, terms = self.objective(self.network, *batch, step=self.global_step)
-        loss = losses.sum() * (self.world.size / (len(losses) if global_count is None else global_count))
+        count = len(losses) if global_count is None else global_count
+        loss = losses.sum() * (self.world.size / count)
         # one (terms + 1,) vector per step: each term and the loss summed over the rank's examples
         sums = torch.stack([*terms, losses]).detach().sum(-1, dtype=self._dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if ends_window and self.monitor is not None:
+            self._grad_norm = _grad_norm(self.module.parameters())
         if self._scheduled:
             lr = scheduled_lr(self.config, self.global_step, self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         self.optimizer.step()
         self._window.append(sums)
+        self._window_examples += count
         self.global_step += 1
 
     def check(self, epoch: int) -> torch.Tensor:
@@ -300,19 +340,33 @@ class Trainer:
         Read the window of step sums back from the device (a host
         synchronisation; under ``torch.distributed`` after summing it over
         the ranks) and raise :class:`NonFiniteLossError` naming the first
-        step with a non-finite term.
+        step with a non-finite term; then hand the window's numbers to the
+        monitor, if any (the gradient norm read back in the same transfer).
 
         :return: the sums of the terms over the window and the ranks, on the host, float64.
         """
         if not self._window:
             return torch.zeros(len(self.objective.terms), dtype=torch.float64)
-        window = self.world.all_reduce_sum(torch.stack(self._window)).cpu().double()
+        window = self.world.all_reduce_sum(torch.stack(self._window))
+        grad_norm, self._grad_norm = self._grad_norm, None
+        if grad_norm is not None:  # one transfer: the window's rows, then the norm
+            window = torch.cat([window, grad_norm.to(window.dtype).expand(1, window.shape[1])])
+        window = window.cpu().double()
+        if grad_norm is not None:
+            window, grad_norm = window[:-1], float(window[-1, 0])
         start, self._window = self._window_start, []
+        examples, self._window_examples = self._window_examples, 0
         self._window_start += len(window)
         finite = torch.isfinite(window)
         if not bool(finite.all()):
             row = int((~finite.all(1)).nonzero()[0])
             raise NonFiniteLossError(f"epoch {epoch}, step {start + row + 1}: {self._describe(window[row])}")
+        if self.monitor is not None:
+            numbers = dict(zip((*self.objective.terms, "loss"), (float(total) / examples for total in window.sum(0))))
+            numbers["lr"] = self.optimizer.param_groups[0]["lr"]
+            if grad_norm is not None:
+                numbers["grad_norm"] = grad_norm
+            self.monitor.window(self.global_step, numbers)
         return window[:, :-1].sum(0)
 
     def _describe(self, sums: torch.Tensor) -> str:
@@ -364,12 +418,14 @@ class Trainer:
         progress = progress and self.world.is_main
         self.global_step = start_epoch * self.steps_per_epoch(len(data[0]))
         self.total_steps = self.config.epochs * self.steps_per_epoch(len(data[0]))
+        if self.monitor is not None:
+            self.monitor.start(self.global_step)
         for epoch in range(start_epoch + 1, self.config.epochs + 1):
             snapshot = self._snapshot()
             try:
                 record = self._epoch(epoch, data, prepare, progress)
+                self.module.eval()
                 if evaluate is not None:
-                    self.module.eval()
                     record.update(evaluate(epoch))
                 _check_record(record, epoch)
             except NonFiniteLossError as e:
@@ -381,6 +437,8 @@ class Trainer:
             history.append(record)
             if progress:
                 tqdm.write(_format_record(record, self.config.epochs))
+            if self.monitor is not None:  # before the checkpoint: a resume from it drops what follows it
+                self.monitor.epoch(self.global_step, record)
             if save is not None:
                 save(epoch, history)
         self.module.eval()
@@ -390,9 +448,10 @@ class Trainer:
         self.module.train()
         started = time.perf_counter()
         count = len(data[0])
-        bar = tqdm(total=self.steps_per_epoch(count), desc=f"epoch {epoch}/{self.config.epochs}", disable=not progress, leave=False)
+        steps = self.steps_per_epoch(count)
+        bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.config.epochs}", disable=not progress, leave=False)
         totals = torch.zeros(len(self.objective.terms), dtype=torch.float64)
-        self._window, self._window_start = [], 0
+        self._window, self._window_start, self._window_examples, self._grad_norm = [], 0, 0, None
         seen = 0
         batches = iterate_minibatches(count, self.config.batch_size, True, self.random.shuffle, data[0].device)
         for step, idx in enumerate(batches, start=1):
@@ -400,7 +459,8 @@ class Trainer:
                 break
             part = self.world.shard(idx)
             batch = tuple(None if t is None else t[part] for t in data)
-            self.step(*(batch if prepare is None else prepare(*batch)), global_count=len(idx))
+            ends_window = step % self.config.log_every == 0 or step == steps
+            self.step(*(batch if prepare is None else prepare(*batch)), global_count=len(idx), ends_window=ends_window)
             seen += len(idx)
             bar.update()
             if step % self.config.log_every == 0:
@@ -430,6 +490,11 @@ class Trainer:
         module_state, optimizer_state = snapshot
         self.module.load_state_dict(module_state)
         self.optimizer.load_state_dict(optimizer_state)
+
+
+def _grad_norm(parameters) -> torch.Tensor:
+    """The L2 norm of the gradients of ``parameters`` together, on the device (nothing read back)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in parameters if p.grad is not None]))
 
 
 def steps_per_epoch(count: int, batch_size: int, world: World = LOCAL) -> int:

@@ -13,7 +13,7 @@ from torch import nn
 from ..config import setting
 from ..data import iterate_minibatches
 from ..distributed import LOCAL, World, current_world
-from .loop import LoopConfig, Objective, RandomState, Trainer
+from .loop import LoopConfig, Monitor, Objective, RandomState, Trainer
 
 # Batch size of the held-out NLL, which needs no gradients.
 EVAL_BATCH_SIZE = 1000
@@ -79,6 +79,7 @@ def train_prior(
     config: Optional[PriorTrainConfig] = None,
     progress: bool = True,
     validation_codes: Optional[torch.Tensor] = None,
+    monitor: Optional[Monitor] = None,
 ) -> List[dict]:
     r"""
     Fit ``prior`` (a module with ``log_prob(codes)`` and ``check_codes``, as
@@ -110,6 +111,8 @@ def train_prior(
     :param bool progress: show a progress bar with the running NLL.
     :param validation_codes: codes ``(V, L)`` that choose the epoch
         whose parameters the prior keeps, or None to keep the last.
+    :param monitor: what follows the training (:class:`~pyprobvae.infer.loop.Monitor`,
+        e.g. TensorBoard), on this process; None: nothing.
     :raises NonFiniteLossError: on a NaN or infinite loss.
     :return: the history, one dict per epoch with ``epoch``, ``train_nll``
         (running mean over the epoch, in train mode), ``validation_nll`` and
@@ -126,7 +129,7 @@ def train_prior(
         raise ValueError("train_codes holds no sequences")
     world = current_world()
     random = RandomState(config.seed, train_codes.device, world=world)
-    trainer = Trainer(CodeNLL(prior), config, random, world)
+    trainer = Trainer(CodeNLL(prior), config, random, world, monitor)
     best = {"nll": math.inf, "state": None, "epoch": None}
 
     def evaluate(epoch):

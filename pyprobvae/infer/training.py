@@ -26,7 +26,7 @@ from .elbo import ELBOTerms, Estimate
 from .estimators import ELBO, GRADIENTS, OBJECTIVES, Estimator, make_estimator
 from ..distributed import current_world
 from ..resources import resolve_device
-from .loop import LoopConfig, Objective, RandomState, Trainer, steps_per_epoch
+from .loop import LoopConfig, Monitor, Objective, RandomState, Trainer, steps_per_epoch
 
 BINARIZATIONS = ("threshold", "dynamic")
 
@@ -246,6 +246,7 @@ def fit(
     checkpoint: Optional[str] = None,
     resume: bool = False,
     progress: bool = True,
+    monitor: Optional[Monitor] = None,
 ) -> List[dict]:
     """
     Train ``model`` by maximizing the ELBO of ``train`` with minibatch SVI.
@@ -274,6 +275,8 @@ def fit(
     :type checkpoint: str or None
     :param bool resume: continue from ``checkpoint`` (to ``config.epochs``).
     :param bool progress: show a progress bar with the running ELBO.
+    :param monitor: what follows the training (:class:`~pyprobvae.infer.loop.Monitor`,
+        e.g. TensorBoard), on this process; None: nothing.
     :return: the history, one dict per epoch with ``epoch``, ``train_elbo``,
         ``train_kl``, ``test_elbo`` (nats per example) and ``seconds``, and
         ``train_penalty`` for models whose guide adds penalties (the VQ-VAE).
@@ -291,7 +294,7 @@ def fit(
     random = RandomState(config.seed, device, streams=("binarize",), world=world)
     loss = ELBOLoss(model, config.estimator())
     warmup_steps = config.kl_warmup_epochs * steps_per_epoch(len(train_x), config.batch_size, world)
-    trainer = Trainer(ELBOObjective(loss, warmup_steps, config.beta), config, random, world)
+    trainer = Trainer(ELBOObjective(loss, warmup_steps, config.beta), config, random, world, monitor)
     start_epoch, history = 0, []
     if resume:
         if checkpoint is None or not os.path.exists(checkpoint):

@@ -234,6 +234,15 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
     ) -> dict:
         """Every held-out number of the model on ``x`` (as the model sees it), in nats per example."""
 
+    def tracked(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> dict:
+        """
+        The held-out numbers worth following while the model trains, cheap
+        to compute on ``x`` (as the model sees it; about one pass of the
+        encoder), by name: a number or a list of numbers, as :meth:`evaluate`
+        reports them. None by default (an empty dict).
+        """
+        return {}
+
     # ------------------------------------------------------ policy for runs
 
     def labels(self, dataset) -> Optional[torch.Tensor]:

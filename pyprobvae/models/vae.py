@@ -378,6 +378,12 @@ class VAE(LatentVariableModel):
             "num_examples": len(x),
         }
 
+    @torch.no_grad()
+    def tracked(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> dict:
+        """``kl_per_dim``, the KL of each latent dimension as :meth:`evaluate` has it, where it has a closed form; else nothing."""
+        kl_dims = kl_per_dimension(self, x, y) if self.generative else None
+        return {} if kl_dims is None else {"kl_per_dim": kl_dims.tolist()}
+
     def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
         self._refuse(label=label, codes=codes, top_k=top_k, top_p=top_p)
         return SamplingPlan(num_samples, None, {})

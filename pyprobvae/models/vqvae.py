@@ -339,6 +339,13 @@ class VQVAE(LatentVariableModel):
         result["recon_accuracy" if tokens else "recon_mse"] = reconstruction_error / x.numel()
         return result
 
+    @torch.no_grad()
+    def tracked(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 500) -> dict:
+        """``codebook_perplexity`` and ``codes_used`` of ``x``, as :meth:`evaluate` has them."""
+        self.condition(y, len(x))
+        counts = code_usage(self, x, batch_size)
+        return {"codebook_perplexity": perplexity(counts), "codes_used": codes_used(counts)}
+
     def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
         """``top_k`` and ``top_p`` restrict each code to the most likely under a trained prior."""
         self._refuse(label=label, codes=codes)

@@ -13,7 +13,9 @@ A run folder holds
   ``latent.png`` and ``curves.png`` (and ``class_interpolation.png`` for a
   conditional VAE); text runs get ``samples.txt`` and ``reconstructions.txt``;
 * ``classifier.pt``: for labelled data, the classifier that scores samples
-  (:mod:`pyprobvae.evaluation.scores`).
+  (:mod:`pyprobvae.evaluation.scores`);
+* ``tensorboard/``: TensorBoard event files, when TensorBoard is installed
+  (:mod:`pyprobvae.runs.tensorboard`).
 
 :class:`Run` loads and saves a folder; the verbs that compute with it are in
 :mod:`pyprobvae.runs.verbs`.

@@ -7,11 +7,12 @@ interface (:class:`~pyprobvae.models.base.LatentVariableModel`) and returns
 tensors or numbers; the command line only parses and writes.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
 import shutil
-from typing import Optional, Tuple
+from typing import ContextManager, Optional, Tuple
 
 import pyro
 import torch
@@ -22,13 +23,14 @@ from ..data.text import VOCABULARY, decode_text, encode_text
 from ..distributed import World, current_world
 from ..evaluation import EvaluationConfig, load_or_train_classifier, real_word_scores, sample_scores, vocabulary_of
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
-from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, fit, load_checkpoint
+from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, evaluation_data, fit, load_checkpoint
 from ..infer import train_prior as fit_prior
 from ..models import ModelConfig, SamplingPlan, build_model
 from ..priors import TransformerPriorConfig
-from ..resources import check_fits, limit_allocations
+from ..resources import check_fits, limit_allocations, resolve_device
 from .data_defaults import prior_defaults, training_defaults
 from .folder import CHECKPOINT, CLASSIFIER, CONFIG, CURVES, METRICS, DataConfig, Run, RunConfig, read_config, write_config
+from .tensorboard import PRIOR_TENSORBOARD, TENSORBOARD, TensorBoardConfig, TensorBoardMonitor, tensorboard_monitor
 from .writers import write_exhibits, write_json
 
 
@@ -41,10 +43,12 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    tensorboard: Optional[TensorBoardConfig] = None,
 ) -> dict:
     """
     Train a model into the run folder ``directory``, evaluate it on the test
-    split, and write the metrics and pictures. A folder that already holds a
+    split, and write the metrics and pictures (and TensorBoard's view of
+    them, :mod:`~pyprobvae.runs.tensorboard`). A folder that already holds a
     run is continued (``resume``) or replaced (``overwrite``), never silently
     replaced: the replacement is trained in a folder beside it and swapped in
     only when it is complete, so that a crash leaves the old run whole.
@@ -62,6 +66,8 @@ def train(
         differ from the saved settings).
     :param bool overwrite: replace a run that ``directory`` already holds.
     :param bool progress: show progress.
+    :param tensorboard: whether and how to write TensorBoard event files
+        (default: :class:`~pyprobvae.runs.tensorboard.TensorBoardConfig`'s).
     :raises NonFiniteLossError: when training diverges or a reported number
         is not finite (a replaced run is then kept).
     :return: the metrics written to ``metrics.json``.
@@ -81,7 +87,8 @@ def train(
         if world.is_main:
             target, existed = _prepare_run_folder(directory, config, resume, overwrite)
     try:
-        metrics = _train_into(target or directory, config, train_split, test_split, resume, progress, world)
+        metrics = _train_into(target or directory, config, train_split, test_split, resume, progress, world,
+                              tensorboard or TensorBoardConfig())
     except BaseException:
         if world.is_main:
             _undo_unfinished_run(directory, target, resume, existed)
@@ -114,24 +121,44 @@ def _undo_unfinished_run(directory: str, target: str, resume: bool, existed: boo
         _remove_unstarted_run(target, existed)  # nothing to resume: leave the folder as it was
 
 
-def _train_into(target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool, world: World) -> dict:
+def _train_into(
+    target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool, world: World, tensorboard: TensorBoardConfig,
+) -> dict:
     """Train (every rank), then evaluate and write the run's files (rank 0; the others return an empty dict)."""
     pyro.set_rng_seed(config.train.seed)
     with limit_allocations(PARAMETER_SHARE, f"the model ({_sizes(config.model)})"):
         built = build_model(config.model)
     if not resume and world.is_main:
         write_config(target, config)
-    history = fit(built, train_split, test_split, config.train, os.path.join(target, CHECKPOINT), resume, progress)
-    if not world.is_main:
-        return {}
-    write_config(target, config)
-    run = Run(target, config.train.device)
-    metrics = evaluate(run)
-    _check_finite(metrics)
-    metrics["history"] = history
-    write_json(metrics, run.path(METRICS))
-    write_pictures(run)
+    with _training_monitor(target, config, built, test_split, tensorboard, world) as monitor:
+        history = fit(built, train_split, test_split, config.train, os.path.join(target, CHECKPOINT), resume, progress, monitor)
+        if not world.is_main:
+            return {}
+        write_config(target, config)
+        run = Run(target, config.train.device)
+        final = evaluate(run)
+        _check_finite(final)
+        metrics = {**final, "history": history}
+        write_json(metrics, run.path(METRICS))
+        write_pictures(run)
+        if monitor is not None:
+            monitor.finish(final)
     return metrics
+
+
+def _training_monitor(
+    target: str, config: RunConfig, model, test_split, tensorboard: TensorBoardConfig, world: World,
+) -> ContextManager[Optional[TensorBoardMonitor]]:
+    """TensorBoard for ``train`` on the main process: the model's tracked numbers and exhibits on the test split each epoch."""
+    if not (tensorboard.tensorboard and world.is_main):
+        return contextlib.nullcontext()
+    device = resolve_device(config.train.device)
+    test = test_split.to(device)
+    x, y = evaluation_data(test, config.train.binarize), model.labels(test)
+    return tensorboard_monitor(
+        os.path.join(target, TENSORBOARD), tensorboard, config.to_dict(), config.train.epochs, device,
+        tracked=lambda: model.tracked(x, y), exhibits=lambda: model.exhibits(x, y, test.y),
+    )
 
 
 PARAMETER_SHARE = 0.25
@@ -219,14 +246,19 @@ def _check_resumable(directory: str, config: RunConfig) -> None:
         raise CheckpointError(f"cannot resume {directory} with another architecture: {saved.model} != {config.model}")
 
 
-def train_prior(run: Run, prior: Optional[dict] = None, training: Optional[dict] = None, progress: bool = True) -> dict:
+def train_prior(
+    run: Run, prior: Optional[dict] = None, training: Optional[dict] = None, progress: bool = True,
+    tensorboard: Optional[TensorBoardConfig] = None,
+) -> dict:
     """
     Stage 2 of a model with discrete codes: fit a learned prior over the
     codes of the training split (raster order), keeping the parameters of
     the epoch with the lowest NLL on a held-out share of the training codes
     (``config.validation_share``, chosen by ``config.seed``); store it in the
     run's checkpoint (atomically), then evaluate again and redraw the
-    pictures with it.
+    pictures with it. TensorBoard's view goes to the run's
+    ``tensorboard/prior/`` (:mod:`~pyprobvae.runs.tensorboard`; a second
+    prior's events hide the first's).
 
     :param Run run: a run whose model has discrete codes.
     :param dict prior: settings of the prior's architecture,
@@ -237,6 +269,8 @@ def train_prior(run: Run, prior: Optional[dict] = None, training: Optional[dict]
         (:func:`~pyprobvae.runs.data_defaults.prior_defaults`; the device:
         the run's), then the configs'.
     :param bool progress: show progress.
+    :param tensorboard: whether and how to write TensorBoard event files
+        (default: :class:`~pyprobvae.runs.tensorboard.TensorBoardConfig`'s).
     :return: the new metrics (also written to ``metrics.json``), with
         ``prior_history``.
     """
@@ -257,16 +291,34 @@ def train_prior(run: Run, prior: Optional[dict] = None, training: Optional[dict]
     pyro.set_rng_seed(config.seed)
     with limit_allocations(PARAMETER_SHARE, f"the prior ({_sizes(prior)})", run.device):
         module = run.model.attach_code_prior(prior)
-    history = fit_prior(module, codes[order[held_out:]], test_codes, config, progress, validation_codes=codes[order[:held_out]])
-    if not world.is_main:
-        return {}
-    run.prior_history = history
-    run.save_model(prior_history=history)
-    metrics = evaluate(run)
-    metrics.update(history=run.history, prior_history=history)
-    write_json(metrics, run.path(METRICS))
-    write_pictures(run)
+    with _prior_monitor(run, module, config, tensorboard or TensorBoardConfig(), world) as monitor:
+        history = fit_prior(module, codes[order[held_out:]], test_codes, config, progress, validation_codes=codes[order[:held_out]],
+                            monitor=monitor)
+        if not world.is_main:
+            return {}
+        run.prior_history = history
+        run.save_model(prior_history=history)
+        final = evaluate(run)
+        metrics = {**final, "history": run.history, "prior_history": history}
+        write_json(metrics, run.path(METRICS))
+        write_pictures(run)
+        if monitor is not None:
+            monitor.finish(final)
     return metrics
+
+
+def _prior_monitor(
+    run: Run, prior, config: PriorTrainConfig, tensorboard: TensorBoardConfig, world: World,
+) -> ContextManager[Optional[TensorBoardMonitor]]:
+    """TensorBoard for ``train-prior`` on the main process: samples drawn from the prior as it trains."""
+    if not (tensorboard.tensorboard and world.is_main):
+        return contextlib.nullcontext()
+    x, y = run.model_data("test"), run.model_labels("test")
+    return tensorboard_monitor(
+        os.path.join(run.directory, TENSORBOARD, PRIOR_TENSORBOARD), tensorboard,
+        {"prior": prior.config.to_dict(), "train": config.to_dict()},
+        config.epochs, run.device, exhibits=lambda: [shown for shown in run.model.exhibits(x, y, None) if shown.kind == "images"],
+    )
 
 
 def evaluate(run: Run, config: Optional[EvaluationConfig] = None) -> dict:

@@ -1,5 +1,6 @@
 """``torchrun -m pyprobvae``: the launch users type, end to end (train, train-prior, then a one-process verb)."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,5 +42,10 @@ def test_torchrun_trains_a_vqvae_and_its_prior(tmp_path):
     with open(os.path.join(folder, "metrics.json")) as f:
         metrics = json.load(f)
     assert len(metrics["history"]) == 2 and len(metrics["prior_history"]) == 2
+    if importlib.util.find_spec("tensorboard") is not None:  # rank 0 alone writes TensorBoard's events
+        board = os.path.join(folder, "tensorboard")
+        events = [name for name in os.listdir(board) if "tfevents" in name]
+        assert len(events) == 1 and sorted(set(os.listdir(board)) - set(events)) == ["prior"]
+        assert len(os.listdir(os.path.join(board, "prior"))) == 1
     done = _run("-m", "pyprobvae", "sample", folder, "--n", "4", "--out", str(tmp_path / "samples.png"))
     assert done.returncode == 0, done.stderr

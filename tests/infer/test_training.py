@@ -107,6 +107,42 @@ def test_same_seed_same_run_different_seed_different_run(digits):
     assert any(not torch.equal(p, q) for p, q in zip(vae_a.state_dict().values(), vae_c.state_dict().values()))
 
 
+class _Recorder(loop.Monitor):
+    def __init__(self):
+        self.calls = []
+
+    def start(self, step):
+        self.calls.append(("start", step, None))
+
+    def window(self, step, numbers):
+        self.calls.append(("window", step, numbers))
+
+    def epoch(self, step, record):
+        self.calls.append(("epoch", step, record))
+
+
+def test_a_monitor_sees_each_window_and_epoch_and_changes_nothing(digits):
+    train, test = _subset(digits[0], 200), _subset(digits[1], 50)
+    config = TrainConfig(epochs=2, batch_size=50, lr=3e-3, seed=3, log_every=3)
+    vae, watched, recorder = _vae(), _vae(), _Recorder()
+    history = fit(vae, train, test, config, progress=False)
+    watched_history = fit(watched, train, test, config, progress=False, monitor=recorder)
+    assert _without_seconds(watched_history) == _without_seconds(history)
+    _assert_same_parameters(vae, watched)  # measuring the gradient norm changes no parameter
+    # 4 steps per epoch: windows end at steps 3 and 4 (the epoch's last), then 7 and 8
+    assert [(kind, step) for kind, step, _ in recorder.calls] == [
+        ("start", 0), ("window", 3), ("window", 4), ("epoch", 4), ("window", 7), ("window", 8), ("epoch", 8),
+    ]
+    windows = [numbers for kind, _, numbers in recorder.calls if kind == "window"]
+    assert all(set(numbers) == {"log-likelihood", "KL", "penalty", "bound", "loss", "lr", "grad_norm"} for numbers in windows)
+    assert all(numbers["lr"] == 3e-3 and math.isfinite(numbers["grad_norm"]) and numbers["grad_norm"] > 0 for numbers in windows)
+    for epoch, record in enumerate(history):  # the windows' means make up the epoch's: 150 and 50 examples
+        first, last = windows[2 * epoch], windows[2 * epoch + 1]
+        elbo = (150 * (first["log-likelihood"] - first["KL"]) + 50 * (last["log-likelihood"] - last["KL"])) / 200
+        assert elbo == pytest.approx(record["train_elbo"], rel=1e-9)
+    assert [record for kind, _, record in recorder.calls if kind == "epoch"] == watched_history
+
+
 def test_each_epoch_visits_every_example_once_in_a_seeded_shuffled_order(digits, monkeypatch):
     orders = []
     real = loop.iterate_minibatches
