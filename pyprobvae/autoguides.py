@@ -24,9 +24,10 @@ depend on the model's arguments.
 
 The guides plug in wherever Pyro's do: as the ``guide`` of
 :class:`~pyro.infer.SVI`, in :class:`~pyro.infer.Predictive`, and through
-:meth:`get_posterior`, ``median()`` and ``quantiles()``. Since neither family
-has closed-form marginal quantiles, ``quantiles()`` is a Monte Carlo estimate
-(see :class:`MonteCarloAutoContinuous`).
+:meth:`get_posterior`, ``median()`` and ``quantiles()``. The mixture's
+quantiles are exact (its coordinates' marginal distribution functions are
+sums of Gaussian ones); a flow has no closed-form marginals, so its
+quantiles are a Monte Carlo estimate (see :class:`MonteCarloAutoContinuous`).
 
 The flow layers of :class:`AutoFlowNormal`, with their math and references,
 are those of :mod:`pyprobvae.families.layers`, shared with the VAE family
@@ -56,7 +57,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.transforms import AffineTransform, ComposeTransform, ComposeTransformModule
 from pyro.infer.autoguide import AutoContinuous
-from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.autoguide.initialization import init_to_feasible
 from pyro.nn.module import PyroParam
 from torch import nn
 from torch.distributions import biject_to
@@ -75,6 +76,23 @@ def _check_positive(name, value):
 def _check_count(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"Expected {name} to be an integer >= {minimum} but got {value!r}")
+
+
+def _constrained_rows(guide, latents):
+    """
+    :param guide: an ``AutoContinuous`` guide.
+    :param torch.Tensor latents: ``N`` unconstrained latent vectors, shape ``(N, D)``.
+    :returns: a dict mapping each latent site to its ``N`` constrained values,
+        :math:`T_s(u_s)`, shaped ``(N,) + site shape``.
+    """
+    rows = {}
+    pos = 0
+    for name, site in guide.prototype_trace.iter_stochastic_nodes():
+        shape = guide._unconstrained_shapes[name]
+        size = math.prod(shape)
+        rows[name] = biject_to(site["fn"].support)(latents[:, pos : pos + size].reshape((-1,) + shape))
+        pos += size
+    return rows
 
 
 class MonteCarloAutoContinuous(AutoContinuous):
@@ -108,26 +126,10 @@ class MonteCarloAutoContinuous(AutoContinuous):
         a Monte Carlo estimate). Memory grows as :math:`S \times D`.
     """
 
-    def __init__(self, model, init_loc_fn=init_to_median, *, num_quantile_samples=1000):
+    def __init__(self, model, init_loc_fn=init_to_feasible, *, num_quantile_samples=1000):
         _check_count("num_quantile_samples", num_quantile_samples, 1)
         self.num_quantile_samples = num_quantile_samples
         super().__init__(model, init_loc_fn=init_loc_fn)
-
-    def _constrained_draws(self, *args, **kwargs):
-        """
-        :returns: a dict mapping each latent site to ``num_quantile_samples``
-            draws of its constrained value, shaped ``(S,) + site shape``.
-        """
-        latent = self.get_posterior(*args, **kwargs).sample((self.num_quantile_samples,))
-        draws = {}
-        pos = 0
-        for name, site in self.prototype_trace.iter_stochastic_nodes():
-            shape = self._unconstrained_shapes[name]
-            size = math.prod(shape)
-            unconstrained = latent[:, pos : pos + size].reshape((-1,) + shape)
-            draws[name] = biject_to(site["fn"].support)(unconstrained)
-            pos += size
-        return draws
 
     @torch.no_grad()
     def quantiles(self, quantiles, *args, **kwargs):
@@ -144,7 +146,8 @@ class MonteCarloAutoContinuous(AutoContinuous):
         :rtype: dict
         """
         result = {}
-        for name, draws in self._constrained_draws(*args, **kwargs).items():
+        latents = self.get_posterior(*args, **kwargs).sample((self.num_quantile_samples,))
+        for name, draws in _constrained_rows(self, latents).items():
             levels = torch.as_tensor(quantiles, dtype=draws.dtype, device=draws.device)
             result[name] = torch.quantile(draws, levels, dim=0)
         return result
@@ -157,7 +160,7 @@ _NOT_A_TRANSFORM = (
 )
 
 
-class AutoMixtureNormal(MonteCarloAutoContinuous):
+class AutoMixtureNormal(AutoContinuous):
     r"""
     An :class:`~pyro.infer.autoguide.AutoContinuous` guide whose density over
     the unconstrained latent vector :math:`u \in \mathbb{R}^D` is a mixture of
@@ -193,7 +196,20 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     components start at :math:`K` distinct values along *every* coordinate
     (for :math:`K = 2`, at :math:`c_d \pm 0.674\,s`), whichever coordinate
     the posterior's modes differ in. All scales start at
-    ``init_scale`` and all weights at :math:`1/K`. (Distinct locations are
+    ``init_scale`` and all weights at :math:`1/K`. The default ``init_loc_fn``
+    is ``init_to_feasible``, :math:`c = 0` in unconstrained space, as for
+    Pyro's ``AutoNormal``: Pyro's ``AutoContinuous`` default,
+    ``init_to_median``, is the median of 15 prior draws, which for a wide
+    prior lands far from the posterior (standard deviation about 3.2 for a
+    Normal(0, 10) prior). From such a start the first steps have gradients
+    thousands of times larger than later ones; Adam's second-moment estimate
+    remembers them for thousands of steps, and a component that does not
+    reach the posterior with the first is left behind, moving at a fraction
+    of the learning rate with a weight that its noisy gradient lowers only
+    slowly (on a Bayesian linear regression, a component of weight 0.33
+    sat 7 posterior standard deviations out after 4000 steps of Adam at
+    ``lr=0.01``; restarting Adam at step 1000 let it reach the posterior).
+    (Distinct locations are
     also what the pathwise derivative for :math:`D \ge 2` needs: it divides
     by the distance between component means.)
 
@@ -218,16 +234,20 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
     that evaluates the model once per component, which ``Trace_ELBO`` does
     not.
 
-    **Median.** A mixture has no closed-form median. ``median()`` returns the
-    location of the *heaviest* component pushed to constrained space,
-    :math:`T(\mu_{k^*})` with :math:`k^* = \arg\max_k \pi_k` (the first on
-    ties): a deterministic point in a high-density region of :math:`q`,
-    which for sites with element-wise bijections (real, positive, interval
-    supports) is the per-coordinate median of that component. It is the
-    exact median of :math:`q` when :math:`K = 1`, but in general it is *not*
-    the 0.5 quantile returned by :meth:`quantiles`, which is the
-    per-coordinate Monte Carlo median of the whole mixture and can fall
-    between modes.
+    **Median and quantiles.** Each coordinate :math:`u_d` of a mixture of
+    diagonal Gaussians has the marginal distribution function
+    :math:`F_d(t) = \sum_k \pi_k \Phi((t - \mu_{kd}) / \sigma_{kd})`, so
+    :meth:`quantiles` are exact: the roots of :math:`F_d(t) = p`, found by
+    bisection to double precision
+    (:meth:`~pyprobvae.distributions.MixtureOfDiagonalNormals.marginal_icdf`),
+    pushed to constrained space by each site's bijection :math:`T_s`, as
+    Pyro's Gaussian guides do with the Gaussian quantile. They are
+    deterministic, and ``median()`` is ``quantiles([0.5])``: the median of
+    the whole mixture, not of one component. For sites with element-wise
+    increasing bijections (real, positive, interval supports) these are the
+    quantiles of the constrained variable itself; for sites with joint
+    constraints (simplex, correlation matrices) they are per-coordinate
+    summaries, as for Pyro's guides.
 
     :param callable model: a Pyro model.
     :param int num_components: the number :math:`K \ge 1` of mixture
@@ -239,29 +259,18 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
         component in every (unconstrained) coordinate.
     :param float init_spread: the standard deviation :math:`s > 0` of the
         Latin hypercube offsets of the initial locations around :math:`c`.
-    :param int num_quantile_samples: number of draws behind
-        :meth:`quantiles`, see :class:`MonteCarloAutoContinuous`.
     """
 
     scale_constraint = constraints.softplus_positive
 
-    def __init__(
-        self,
-        model,
-        num_components=2,
-        init_loc_fn=init_to_median,
-        init_scale=0.1,
-        init_spread=1.0,
-        *,
-        num_quantile_samples=1000,
-    ):
+    def __init__(self, model, num_components=2, init_loc_fn=init_to_feasible, init_scale=0.1, init_spread=1.0):
         _check_count("num_components", num_components, 1)
         _check_positive("init_scale", init_scale)
         _check_positive("init_spread", init_spread)
         self.num_components = num_components
         self._init_scale = float(init_scale)
         self._init_spread = float(init_spread)
-        super().__init__(model, init_loc_fn=init_loc_fn, num_quantile_samples=num_quantile_samples)
+        super().__init__(model, init_loc_fn=init_loc_fn)
 
     def _setup_prototype(self, *args, **kwargs):
         super()._setup_prototype(*args, **kwargs)
@@ -308,20 +317,32 @@ class AutoMixtureNormal(MonteCarloAutoContinuous):
         raise NotImplementedError(_NOT_A_TRANSFORM)
 
     @torch.no_grad()
+    def quantiles(self, quantiles, *args, **kwargs):
+        """
+        Returns the exact posterior quantiles of each latent variable in
+        constrained space (see the class docstring). Example::
+
+            print(guide.quantiles([0.05, 0.5, 0.95]))
+
+        :param quantiles: a list of requested quantiles between 0 and 1.
+        :type quantiles: torch.Tensor or list
+        :return: a dict mapping sample site name to a tensor of shape
+            ``(len(quantiles),) + site shape``.
+        :rtype: dict
+        """
+        return _constrained_rows(self, self.get_posterior(*args, **kwargs).marginal_icdf(quantiles))
+
+    @torch.no_grad()
     def median(self, *args, **kwargs):
         """
-        Returns the median of the heaviest mixture component of each latent
-        variable, in constrained space (see the class docstring).
+        Returns the exact posterior median of each latent variable in
+        constrained space, ``quantiles([0.5])`` (see the class docstring).
 
         :return: a dict mapping sample site name to a tensor of the site's
             shape.
         :rtype: dict
         """
-        loc = self.locs[self.logits.argmax()].detach()
-        return {
-            site["name"]: biject_to(site["fn"].support)(unconstrained_value)
-            for site, unconstrained_value in self._unpack_latent(loc)
-        }
+        return {name: value[0] for name, value in self.quantiles([0.5], *args, **kwargs).items()}
 
 
 class AutoFlowNormal(MonteCarloAutoContinuous):
@@ -408,7 +429,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
         flow="iaf",
         flow_depth=2,
         hidden=None,
-        init_loc_fn=init_to_median,
+        init_loc_fn=init_to_feasible,
         init_scale=0.1,
         *,
         num_quantile_samples=1000,

@@ -165,6 +165,44 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         log_densities, _ = self._component_log_densities(value)
         return torch.logsumexp(self.component_log_weights + log_densities.sum(-1), dim=-1)
 
+    @torch.no_grad()
+    def marginal_icdf(self, levels):
+        r"""
+        The quantiles of every coordinate's marginal distribution: for each
+        level :math:`p` the root :math:`t` of
+
+        .. math::
+
+            F_d(t) = \sum_k \pi_k\, \Phi\bigl((t - \mu_{kd}) / \sigma_{kd}\bigr) = p,
+
+        which is unique since :math:`F_d` is continuous and strictly
+        increasing. It lies between the smallest and the largest of the
+        components' own quantiles :math:`t_k = \mu_{kd} + \sigma_{kd}\,
+        \Phi^{-1}(p)` (at the smallest every :math:`\Phi_k \le p`, at the
+        largest every :math:`\Phi_k \ge p`), and bisection of that bracket in
+        float64 finds it to double precision in 64 halvings. Exact and
+        deterministic; no gradient flows.
+
+        :param levels: the levels :math:`p \in [0, 1]`, a list or 1-D tensor.
+        :return: the quantiles, shape ``(len(levels),) + batch_shape + (D,)``,
+            in the dtype of ``locs``; :math:`\mp\infty` at :math:`p = 0, 1`.
+        :raises ValueError: for levels outside :math:`[0, 1]` or not 1-D.
+        """
+        levels = torch.as_tensor(levels, dtype=torch.float64, device=self.locs.device)
+        if levels.dim() != 1 or not bool(((levels >= 0) & (levels <= 1)).all()):
+            raise ValueError(f"quantile levels must be a 1-D list of numbers in [0, 1], got {levels.tolist()}")
+        levels = levels.reshape((-1,) + (1,) * self.locs.dim())
+        locs, scales = self.locs.double(), self.scales.double()
+        weights = self.component_log_weights.double().exp().unsqueeze(-1)
+        component_quantiles = locs + scales * torch.special.ndtri(levels)
+        low, high = component_quantiles.amin(-2), component_quantiles.amax(-2)
+        levels = levels.squeeze(-1)
+        for _ in range(64):
+            middle = (low + high) / 2
+            below = (weights * ndtr((middle.unsqueeze(-2) - locs) / scales)).sum(-2) < levels
+            low, high = torch.where(below, middle, low), torch.where(below, high, middle)
+        return ((low + high) / 2).to(self.locs.dtype)
+
     def sample(self, sample_shape=torch.Size()):
         r"""
         Pick a component :math:`k \sim \mathrm{Categorical}(\pi)`, then draw

@@ -29,7 +29,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal, init_to_mean
 from pyro.optim import ClippedAdam
 
-from pyprobvae.autoguides import FLOWS, AutoFlowNormal, AutoMixtureNormal
+from pyprobvae.autoguides import FLOWS, AutoFlowNormal, AutoMixtureNormal, MonteCarloAutoContinuous
 
 NUM_DRAWS = 10000
 MEAN_TOLERANCE = 0.1  # in exact posterior standard deviations, see the module docstring
@@ -165,8 +165,7 @@ def test_mixture_initialization_ignores_global_random_state():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"num_components": 0}, {"num_components": 1.5}, {"init_scale": 0.0}, {"init_spread": -1.0},
-     {"num_quantile_samples": 0}],
+    [{"num_components": 0}, {"num_components": 1.5}, {"init_scale": 0.0}, {"init_spread": -1.0}],
 )
 def test_mixture_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
@@ -284,7 +283,6 @@ def test_a_flow_reports_the_sign_of_its_jacobian_determinant():
 @pytest.mark.parametrize("name", GUIDES)
 def test_median_and_quantiles_shapes_order_and_support(name):
     guide = GUIDES[name](constrained_model)
-    guide.num_quantile_samples = 500
     fit(constrained_model, guide, CONSTRAINED_Y, steps=20, num_particles=1)
     medians = guide.median(CONSTRAINED_Y)
     quantiles = guide.quantiles([0.05, 0.5, 0.95], CONSTRAINED_Y)
@@ -299,31 +297,61 @@ def test_median_and_quantiles_shapes_order_and_support(name):
     assert 0 < medians["share"] < 1
 
 
-def test_mixture_median_is_heaviest_component():
+def test_mixture_median_and_quantiles_are_the_exact_ones_of_the_mixture():
     guide = AutoMixtureNormal(constrained_model, num_components=3)
     guide(CONSTRAINED_Y)
     with torch.no_grad():
         guide.logits.copy_(torch.tensor([0.0, 2.0, 1.0]))
+    levels = [0.05, 0.5, 0.95]
+    quantiles = guide.quantiles(levels, CONSTRAINED_Y)
+    unconstrained = guide.get_posterior().marginal_icdf(levels)  # (3, D), tested in tests/families
+    assert torch.equal(quantiles["loc"], unconstrained[:, 0])
+    assert torch.allclose(quantiles["scale"], unconstrained[:, 1].exp())  # HalfNormal: exp bijection
+    assert torch.allclose(quantiles["share"], unconstrained[:, 3].sigmoid())  # Beta: sigmoid bijection
+    assert torch.allclose(quantiles["offset"], unconstrained[:, 4:])
     medians = guide.median(CONSTRAINED_Y)
-    heaviest = guide.locs[1].detach()
-    assert medians["loc"] == heaviest[0]
-    assert torch.allclose(medians["scale"], heaviest[1].exp())  # HalfNormal: exp bijection
-    assert torch.allclose(medians["share"], heaviest[3].sigmoid())
-    assert torch.allclose(medians["offset"], heaviest[4:])
+    assert all(torch.equal(medians[name], quantiles[name][1]) for name in SITE_SHAPES)
+    assert torch.equal(guide.quantiles(levels, CONSTRAINED_Y)["loc"], quantiles["loc"])  # deterministic
+
+
+def test_one_component_mixture_quantiles_are_the_gaussian_ones():
+    guide = AutoMixtureNormal(normal_mean_model, num_components=1)
+    guide(torch.zeros(3))
+    levels = torch.tensor([0.05, 0.5, 0.95])
+    loc, scale = guide.locs.detach().squeeze(), guide.scales.detach().squeeze()
+    expected = loc + scale * torch.special.ndtri(levels)
+    assert torch.allclose(guide.quantiles(levels, torch.zeros(3))["mu"], expected, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(guide.median(torch.zeros(3))["mu"], loc, rtol=1e-6, atol=1e-7)
+
+
+class GaussianMonteCarloGuide(MonteCarloAutoContinuous):
+    """A diagonal Gaussian behind the Monte Carlo quantiles, whose exact quantiles are known."""
+
+    def _setup_prototype(self, *args, **kwargs):
+        super()._setup_prototype(*args, **kwargs)
+        self.loc = torch.nn.Parameter(self._init_loc() + 0.3)
+        self.scale = torch.full_like(self.loc, 0.7)
+
+    def get_posterior(self, *args, **kwargs):
+        return dist.Normal(self.loc, self.scale).to_event(1)
 
 
 def test_monte_carlo_quantiles_match_a_gaussian():
-    # A one-component mixture is Gaussian: its quantiles are exact, and the
-    # Monte Carlo ones are within 4 standard errors, sqrt(p (1 - p) / S) / phi(z_p).
-    guide = AutoMixtureNormal(normal_mean_model, num_components=1, num_quantile_samples=20000)
+    # The Monte Carlo quantiles are within 4 standard errors, sqrt(p (1 - p) / S) / phi(z_p), of the exact ones.
+    guide = GaussianMonteCarloGuide(normal_mean_model, num_quantile_samples=20000)
     guide(torch.zeros(3))
     levels = torch.tensor([0.05, 0.5, 0.95])
     estimated = guide.quantiles(levels, torch.zeros(3))["mu"]
-    loc, scale = guide.locs.detach().squeeze(), guide.scales.detach().squeeze()
+    loc, scale = guide.loc.detach().squeeze(), 0.7
     z = torch.special.ndtri(levels)
     standard_error = scale * (levels * (1 - levels) / 20000).sqrt() / dist.Normal(0.0, 1.0).log_prob(z).exp()
     assert ((estimated - (loc + scale * z)).abs() < 4 * standard_error).all()
-    assert guide.median(torch.zeros(3))["mu"] == loc
+
+
+@pytest.mark.parametrize("count", [0, 1.5, True])
+def test_monte_carlo_guides_reject_a_bad_number_of_quantile_draws(count):
+    with pytest.raises(ValueError, match="num_quantile_samples"):
+        AutoFlowNormal(bimodal_model, num_quantile_samples=count)
 
 
 # ---------------------------------------------------------------- posteriors

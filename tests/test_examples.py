@@ -18,6 +18,7 @@ EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
         ("guides_2d.py", ["--steps", "20", "--eval-samples", "5000", "--grid", "101"]),
         ("bimodal_posterior.py", ["--steps", "20"]),
         ("bayesian_regression.py", ["--steps", "20"]),
+        ("from_autonormal.py", ["--steps", "20"]),
         ("ae_vae_cvae.py", ["--epochs", "1", "--samples", "50"]),
         ("cvae_digits.py", ["--epochs", "1"]),
         ("vqvae_digits.py", ["--epochs", "1", "--prior-epochs", "1"]),

@@ -151,6 +151,49 @@ def test_mean_and_variance_match_brute_force():
     assert torch.allclose(q.component_log_weights.exp().sum(-1), torch.ones(2, dtype=torch.float64))
 
 
+def test_marginal_quantiles_solve_the_marginal_cdf():
+    locs, scales, logits = params(3, batch_shape=(2,), dtype=torch.float64)
+    locs[1, 2] += 8.0  # a component far from the others: a marginal with a gap
+    q = MixtureOfDiagonalNormals(locs, scales, logits)
+    levels = torch.tensor([1e-6, 0.05, 0.3, 0.5, 0.9, 1 - 1e-6], dtype=torch.float64)
+    quantiles = q.marginal_icdf(levels)
+    assert quantiles.shape == (6, 2, 3) and quantiles.dtype == torch.float64
+    for b in range(2):
+        for d in range(3):
+            cdf = mixture_cdf_1d(locs[b, :, d : d + 1], scales[b, :, d : d + 1], logits[b], quantiles[:, b, d])
+            assert torch.allclose(cdf, levels, rtol=0, atol=1e-13)
+    assert (quantiles.diff(dim=0) > 0).all()
+
+
+def test_marginal_quantiles_of_one_component_are_the_normal_ones():
+    locs, scales, _ = params(2, dtype=torch.float64)
+    q = MixtureOfDiagonalNormals(locs[:1], scales[:1], torch.zeros(1, dtype=torch.float64))
+    levels = torch.tensor([0.0, 0.025, 0.5, 0.975, 1.0], dtype=torch.float64)
+    expected = dist.Normal(locs[0], scales[0]).icdf(levels.unsqueeze(-1))
+    assert torch.allclose(q.marginal_icdf(levels), expected, rtol=1e-12, atol=1e-12)  # +-inf at 0 and 1 too
+
+
+def test_marginal_quantiles_match_the_samples():
+    # The empirical p-quantile of n draws has standard error sqrt(p (1 - p) / n) / f(x_p).
+    n = 200_000
+    locs, scales, logits = params(1)
+    q = MixtureOfDiagonalNormals(locs, scales, logits)
+    levels = torch.tensor([0.1, 0.5, 0.9])
+    quantiles = q.marginal_icdf(levels).squeeze(-1)
+    torch.manual_seed(0)
+    empirical = torch.quantile(q.sample((n,)).squeeze(-1), levels)
+    density = q.log_prob(quantiles.unsqueeze(-1)).exp()
+    standard_error = (levels * (1 - levels) / n).sqrt() / density
+    assert ((empirical - quantiles).abs() < NUM_SE * standard_error).all()
+
+
+@pytest.mark.parametrize("levels", [[-0.1, 0.5], [0.5, 1.5], [[0.5]], [float("nan")]])
+def test_marginal_quantiles_reject_bad_levels(levels):
+    locs, scales, logits = params(2)
+    with pytest.raises(ValueError, match="quantile levels"):
+        MixtureOfDiagonalNormals(locs, scales, logits).marginal_icdf(levels)
+
+
 @pytest.mark.parametrize("method", ["rsample", "sample"])
 @pytest.mark.parametrize("dim", [1, 3])
 def test_sample_moments(dim, method):
