@@ -193,7 +193,9 @@ class MixtureOfDiagonalNormals(TorchDistribution):
             raise ValueError(f"quantile levels must be a 1-D list of numbers in [0, 1], got {levels.tolist()}")
         levels = levels.reshape((-1,) + (1,) * self.locs.dim())
         locs, scales = self.locs.double(), self.scales.double()
-        weights = self.component_log_weights.double().exp().unsqueeze(-1)
+        # normalized in float64: float32 weights sum to 1 only within ~1e-7,
+        # which moves the root wherever F_d is flat (between separated components)
+        weights = self.logits.double().softmax(-1).unsqueeze(-1)
         component_quantiles = locs + scales * torch.special.ndtri(levels)
         low, high = component_quantiles.amin(-2), component_quantiles.amax(-2)
         levels = levels.squeeze(-1)

@@ -173,6 +173,15 @@ def test_marginal_quantiles_of_one_component_are_the_normal_ones():
     assert torch.allclose(q.marginal_icdf(levels), expected, rtol=1e-12, atol=1e-12)  # +-inf at 0 and 1 too
 
 
+def test_marginal_median_of_a_symmetric_float32_mixture_is_its_centre():
+    # Two equal-weight components 13.5 scales apart: the CDF is flat (density
+    # ~1e-10) around the centre, so weights that sum to 1 - 2e-9 (float32
+    # log-weights exponentiated) moved the root of F = 1/2 by 0.085.
+    locs = torch.tensor([[-0.6745], [0.6745]])
+    q = MixtureOfDiagonalNormals(locs, torch.full((2, 1), 0.1), torch.zeros(2))
+    assert q.marginal_icdf([0.5]).abs().item() < 1e-6
+
+
 def test_marginal_quantiles_match_the_samples():
     # The empirical p-quantile of n draws has standard error sqrt(p (1 - p) / n) / f(x_p).
     n = 200_000
