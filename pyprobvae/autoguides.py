@@ -51,10 +51,11 @@ are those of :mod:`pyprobvae.families.layers`, shared with the VAE family
 """
 
 import math
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Union
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
+from pyro.distributions import TorchDistribution, constraints
 from pyro.distributions.transforms import AffineTransform, ComposeTransform, ComposeTransformModule
 from pyro.infer.autoguide import AutoContinuous
 from pyro.infer.autoguide.initialization import init_to_feasible
@@ -126,13 +127,16 @@ class MonteCarloAutoContinuous(AutoContinuous):
         a Monte Carlo estimate). Memory grows as :math:`S \times D`.
     """
 
-    def __init__(self, model, init_loc_fn=init_to_feasible, *, num_quantile_samples=1000):
+    def __init__(
+        self, model: Callable[..., Any], init_loc_fn: Callable[..., torch.Tensor] = init_to_feasible, *,
+        num_quantile_samples: int = 1000,
+    ) -> None:
         _check_count("num_quantile_samples", num_quantile_samples, 1)
         self.num_quantile_samples = num_quantile_samples
         super().__init__(model, init_loc_fn=init_loc_fn)
 
     @torch.no_grad()
-    def quantiles(self, quantiles, *args, **kwargs):
+    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:
         """
         Returns Monte Carlo estimates of the posterior quantiles of each latent
         variable in constrained space (see the class docstring). Example::
@@ -263,7 +267,10 @@ class AutoMixtureNormal(AutoContinuous):
 
     scale_constraint = constraints.softplus_positive
 
-    def __init__(self, model, num_components=2, init_loc_fn=init_to_feasible, init_scale=0.1, init_spread=1.0):
+    def __init__(
+        self, model: Callable[..., Any], num_components: int = 2,
+        init_loc_fn: Callable[..., torch.Tensor] = init_to_feasible, init_scale: float = 0.1, init_spread: float = 1.0,
+    ) -> None:
         _check_count("num_components", num_components, 1)
         _check_positive("init_scale", init_scale)
         _check_positive("init_spread", init_spread)
@@ -293,7 +300,7 @@ class AutoMixtureNormal(AutoContinuous):
         )
         return self._init_spread * offsets
 
-    def get_posterior(self, *args, **kwargs):
+    def get_posterior(self, *args: Any, **kwargs: Any) -> MixtureOfDiagonalNormals:
         """
         Returns the mixture :math:`q(u)` over the unconstrained latent vector.
 
@@ -301,7 +308,7 @@ class AutoMixtureNormal(AutoContinuous):
         """
         return MixtureOfDiagonalNormals(self.locs, self.scales, self.logits)
 
-    def get_base_dist(self):
+    def get_base_dist(self) -> NoReturn:
         """
         Refused: a mixture of Gaussians is not an invertible transform of one
         base distribution, which is what NeuTra reparameterization
@@ -312,12 +319,12 @@ class AutoMixtureNormal(AutoContinuous):
         """
         raise NotImplementedError(_NOT_A_TRANSFORM)
 
-    def get_transform(self, *args, **kwargs):
+    def get_transform(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Refused, as :meth:`get_base_dist`."""
         raise NotImplementedError(_NOT_A_TRANSFORM)
 
     @torch.no_grad()
-    def quantiles(self, quantiles, *args, **kwargs):
+    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:
         """
         Returns the exact posterior quantiles of each latent variable in
         constrained space (see the class docstring). Example::
@@ -333,7 +340,7 @@ class AutoMixtureNormal(AutoContinuous):
         return _constrained_rows(self, self.get_posterior(*args, **kwargs).marginal_icdf(quantiles))
 
     @torch.no_grad()
-    def median(self, *args, **kwargs):
+    def median(self, *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:
         """
         Returns the exact posterior median of each latent variable in
         constrained space, ``quantiles([0.5])`` (see the class docstring).
@@ -425,15 +432,15 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
 
     def __init__(
         self,
-        model,
-        flow="iaf",
-        flow_depth=2,
-        hidden=None,
-        init_loc_fn=init_to_feasible,
-        init_scale=0.1,
+        model: Callable[..., Any],
+        flow: str = "iaf",
+        flow_depth: int = 2,
+        hidden: Optional[Sequence[int]] = None,
+        init_loc_fn: Callable[..., torch.Tensor] = init_to_feasible,
+        init_scale: float = 0.1,
         *,
-        num_quantile_samples=1000,
-    ):
+        num_quantile_samples: int = 1000,
+    ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"Unknown flow {flow!r}; choose one of {', '.join(map(repr, FLOWS))}")
         _check_count("flow_depth", flow_depth, 1)
@@ -463,14 +470,14 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
         self.scale = PyroParam(self.loc.new_full((self.latent_dim,), self._init_scale), self.scale_constraint)
         self.flow = ComposeTransformModule(layers).to(self.loc)
 
-    def get_base_dist(self):
+    def get_base_dist(self) -> TorchDistribution:
         """
         Returns the standard normal :math:`\\mathcal{N}(0, I_D)` of
         :math:`\\varepsilon`.
         """
         return dist.Normal(torch.zeros_like(self.loc), torch.ones_like(self.loc)).to_event(1)
 
-    def get_transform(self, *args, **kwargs):
+    def get_transform(self, *args: Any, **kwargs: Any) -> ComposeTransform:
         """
         Returns :math:`\\varepsilon \\mapsto \\mu + \\sigma \\odot f(\\varepsilon)`.
         """
@@ -478,7 +485,7 @@ class AutoFlowNormal(MonteCarloAutoContinuous):
         return ComposeTransform([*self.flow.parts, affine], cache_size=1)
 
     @torch.no_grad()
-    def median(self, *args, **kwargs):
+    def median(self, *args: Any, **kwargs: Any) -> Dict[str, torch.Tensor]:
         """
         Returns the Monte Carlo per-coordinate posterior median of each latent
         variable in constrained space, ``quantiles([0.5])``.

@@ -9,9 +9,16 @@ compute, and :mod:`pyprobvae.runs.writers` writes. A model registered in
 :mod:`pyprobvae.models.registry` gets its options here without any change to
 this module. Errors in what the user asked for are one line on stderr and
 exit status 2.
+
+Output: stdout carries a verb's result alone (a JSON object, or the path of
+the file written), so that ``pyprobvae evaluate RUN | jq .test_nll`` and
+``out=$(pyprobvae sample ...)`` work; progress, notes, warnings and anything
+the computation prints go to stderr, where ``--quiet`` silences all but the
+errors (:func:`_output_streams`).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -205,7 +212,6 @@ def _add_train(commands):
     group.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (to --epochs)")
     group.add_argument("--overwrite", action="store_true",
                        help="replace the run --out holds (trained beside it, swapped in when complete)")
-    group.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(p.add_argument_group("TensorBoard"), [TensorBoardConfig])
 
 
@@ -219,7 +225,6 @@ def _add_run_commands(commands):
     p.add_argument("run")
     seen = _add_config_options(p, [TransformerPriorConfig], text_defaults=TEXT_PRIOR)
     seen = _add_config_options(p, [PriorTrainConfig], seen=seen, text_defaults=TEXT_PRIOR_TRAINING)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(p, [TensorBoardConfig], seen=seen)
 
     p = commands.add_parser("sample", help="decode draws from the prior")
@@ -289,6 +294,9 @@ def make_parser() -> argparse.ArgumentParser:
     for command in (parser, *commands.choices.values()):
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                              help="show the traceback of an error instead of one line")
+    for command in commands.choices.values():
+        command.add_argument("--quiet", action="store_true",
+                             help="nothing on stderr but an error: no progress bar, per-epoch lines, notes or warnings")
     return parser
 
 
@@ -402,8 +410,8 @@ def _train(args):
     metrics = verbs.train(out, data, model, training, evaluation, args.resume, args.overwrite, progress=not args.quiet,
                           tensorboard=tensorboard)
     if world.is_main:
-        print(json.dumps(_summary(model.model, metrics)))
-        print(f"run folder: {os.path.abspath(out)}")
+        return json.dumps({**_summary(model.model, metrics), "run_folder": os.path.abspath(out)})
+    return None
 
 
 def _default_run_folder(stem: str, model: str, world) -> str:
@@ -419,7 +427,7 @@ def _summary(model: str, metrics: dict) -> dict:
 def _evaluate(args):
     run = Run(args.run, args.device)
     given = {k: v for k, v in vars(args).items() if k in _names(EvaluationConfig)}
-    print(json.dumps(verbs.evaluate(run, EvaluationConfig(**given))))
+    return json.dumps(verbs.evaluate(run, EvaluationConfig(**given)))
 
 
 def _train_prior(args):
@@ -429,8 +437,14 @@ def _train_prior(args):
     run = Run(args.run, PriorTrainConfig(**training).device)
     metrics = verbs.train_prior(run, _pick(given, TransformerPriorConfig), training, progress=not args.quiet, tensorboard=tensorboard)
     if current_world().is_main:
-        print(json.dumps(_summary(run.config.model.model, metrics)))
-        print(f"prior: stored in {os.path.abspath(run.path('checkpoint.pt'))}")
+        _note(f"prior stored in {os.path.abspath(run.path('checkpoint.pt'))}")
+        return json.dumps({**_summary(run.config.model.model, metrics), "run_folder": os.path.abspath(run.directory)})
+    return None
+
+
+def _note(text: str) -> None:
+    """A note for the user: on stderr (silenced by ``--quiet``), never on stdout, which carries the result alone."""
+    print(f"pyprobvae: {text}", file=sys.stderr)
 
 
 def _verb_arguments(args, *names):
@@ -449,27 +463,26 @@ def _sample(args):
     plan = verbs.sampling_plan(run, args.n, label=args.label, codes=args.codes, top_k=args.top_k, top_p=args.top_p)
     note = run.model.sampling_note()
     if note:
-        print(f"pyprobvae: {note}", file=sys.stderr)
+        _note(note)
     arguments = _verb_arguments(args, "temperature", "seed")
     if args.complete is not None:
         title = "test images and their completions from the top half of their codes"
         completed = verbs.complete(run, args.complete, plan, **arguments)
-        print(write_reconstructions(*completed, args.out, run.vocabulary, title, labels=("test", "completed")))
-        return
+        return write_reconstructions(*completed, args.out, run.vocabulary, title, labels=("test", "completed"))
     if args.prompt is not None:
         examples = verbs.continue_prompt(run, args.prompt, plan, **arguments)
     else:
         examples = verbs.sample(run, plan, **arguments)
     path = write_examples(examples, args.out, plan.nrow, run.vocabulary)
-    if path.lower().endswith(".txt"):  # generated text is shown as well as saved
+    if path.lower().endswith(".txt"):  # generated text is shown (on stderr, with the notes) as well as saved
         with open(path) as f:
-            print(f.read(), end="")
-    print(path)
+            print(f.read(), end="", file=sys.stderr)
+    return path
 
 
 def _reconstruct(args):
     run = _run_writing(args)
-    print(write_reconstructions(*verbs.reconstruct(run, args.n), args.out, run.vocabulary))
+    return write_reconstructions(*verbs.reconstruct(run, args.n), args.out, run.vocabulary)
 
 
 def _interpolate(args):
@@ -485,21 +498,21 @@ def _interpolate(args):
     else:
         strips = verbs.interpolate(run, **_verb_arguments(args, "pairs", "steps", "method", "seed"))
         title = f"{getattr(args, 'method', _default(verbs.interpolate, 'method'))} interpolation"
-    print(write_paths(strips, args.out, title=title))
+    return write_paths(strips, args.out, title=title)
 
 
 def _traverse(args):
     run = _run_writing(args, (".png", ".npy"))
     strips = verbs.traverse(run, **_verb_arguments(args, "index", "num_dims", "steps", "span"))
-    print(write_paths(strips, args.out, title="latent traversals, most informative dimension first"))
+    return write_paths(strips, args.out, title="latent traversals, most informative dimension first")
 
 
 def _encode(args):
     run = _run_writing(args, (".npy",))
-    print(write_array(verbs.encode(run, **_verb_arguments(args, "split")), args.out))
+    return write_array(verbs.encode(run, **_verb_arguments(args, "split")), args.out)
 
 
-COMMANDS = {
+COMMANDS = {  # each returns its result, the one thing main prints on stdout (None: nothing, on the other processes)
     "train": _train,
     "train-prior": _train_prior,
     "evaluate": _evaluate,
@@ -540,16 +553,22 @@ def main(argv=None) -> int:
     done, 1 training diverged, 2 what was asked for cannot be done (a bad
     option, file, run folder, device or path, or too little memory; one
     line on stderr saying which), 3 a bug in pyprobvae (one line asking for a
-    report; ``--debug`` shows the traceback). Interrupted: 130.
+    report; ``--debug`` shows the traceback). Interrupted: 130. stdout
+    receives the verb's result alone, after it is done; the errors go to
+    stderr, with ``--quiet`` too (:func:`_output_streams`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     prefix = "pyprobvae"
+    stdout = sys.stdout
     try:
         args = make_parser().parse_args(argv)
-        _join_processes(args)
-        prefix = _message_prefix()
-        COMMANDS[args.command](args)
+        with _output_streams(args.quiet):
+            _join_processes(args)
+            prefix = _message_prefix()
+            result = COMMANDS[args.command](args)
+        if result is not None:
+            print(result, file=stdout, flush=True)
     except NonFiniteLossError as e:
         print(f"{prefix}: training diverged: {e}", file=sys.stderr)
         return 1
@@ -579,6 +598,21 @@ def main(argv=None) -> int:
     finally:
         shut_down()
     return 0
+
+
+@contextlib.contextmanager
+def _output_streams(quiet: bool):
+    """
+    While a verb computes: whatever it or a library prints on stdout (the
+    per-epoch lines of training, say) goes to stderr, keeping stdout for the
+    result; with ``quiet`` both go nowhere, warnings and notes included. An
+    error is reported after, on the real stderr.
+    """
+    with contextlib.ExitStack() as stack:
+        target = stack.enter_context(open(os.devnull, "w")) if quiet else sys.stderr
+        stack.enter_context(contextlib.redirect_stdout(target))
+        stack.enter_context(contextlib.redirect_stderr(target))
+        yield
 
 
 def _join_processes(args) -> None:

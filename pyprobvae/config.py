@@ -24,7 +24,7 @@ import math
 import numbers
 import textwrap
 import typing
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 
 class ConfigError(ValueError):
@@ -59,8 +59,8 @@ def limits(
 
 def setting(
     default: Any, *, aliases: Tuple[str, ...] = (), derived: bool = False, since: Optional[str] = None,
-    before: Any = dataclasses.MISSING, **value_limits
-):
+    before: Any = dataclasses.MISSING, **value_limits: Any
+) -> Any:
     """
     A dataclass field with the checks :class:`Config` applies to its value.
 
@@ -106,7 +106,7 @@ def field_docs(cls: type) -> Dict[str, str]:
             source = textwrap.dedent(inspect.getsource(klass))
         except (OSError, TypeError):  # no source (e.g. a class built at run time)
             continue
-        body = ast.parse(source).body[0].body
+        body = typing.cast(ast.ClassDef, ast.parse(source).body[0]).body
         for node, following in zip(body, body[1:]):
             if (
                 isinstance(node, ast.AnnAssign)
@@ -125,7 +125,7 @@ def field_types(cls: type) -> Dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def optional_inner(annotation) -> Tuple[Any, bool]:
+def optional_inner(annotation: Any) -> Tuple[Any, bool]:
     """``(T, True)`` for ``Optional[T]``, ``(annotation, False)`` otherwise."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Union and type(None) in args:
@@ -134,7 +134,7 @@ def optional_inner(annotation) -> Tuple[Any, bool]:
     return annotation, False
 
 
-def _convert(name: str, annotation, value):
+def _convert(name: str, annotation: Any, value: Any) -> Any:
     """``value`` as the field's type (lists become tuples, ints become floats), or ConfigError."""
     inner, optional = optional_inner(annotation)
     if value is None:
@@ -142,11 +142,12 @@ def _convert(name: str, annotation, value):
             return None
         raise ConfigError(f"{name} must be set, got None")
     if dataclasses.is_dataclass(inner):
-        if isinstance(value, inner):
+        config_class = typing.cast(Type[Config], inner)  # a setting's dataclass is a Config
+        if isinstance(value, config_class):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a {inner.__name__} or a dict of its settings, got {value!r}")
-        return inner.from_dict(value)
+            raise ConfigError(f"{name} must be a {config_class.__name__} or a dict of its settings, got {value!r}")
+        return config_class.from_dict(value)
     if typing.get_origin(inner) is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
             raise ConfigError(f"{name} must be a sequence of integers, got {value!r}")
@@ -170,7 +171,7 @@ def _convert(name: str, annotation, value):
     return value
 
 
-def check_value(name: str, value, metadata: dict) -> None:
+def check_value(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
     """
     Check a value (or each value of a tuple) against its :func:`limits`
     (:func:`value_problem`).
@@ -182,7 +183,7 @@ def check_value(name: str, value, metadata: dict) -> None:
         raise ConfigError(problem)
 
 
-def value_problem(value, metadata: dict, name: Optional[str] = None) -> Optional[str]:
+def value_problem(value: Any, metadata: Mapping[str, Any], name: Optional[str] = None) -> Optional[str]:
     """
     What is wrong with a value (or a tuple of values) by its :func:`limits`,
     or None. Every number must also be usable in float32 arithmetic: finite,
@@ -209,7 +210,7 @@ def value_problem(value, metadata: dict, name: Optional[str] = None) -> Optional
     return None
 
 
-def within(value, metadata: dict) -> bool:
+def within(value: Any, metadata: Mapping[str, Any]) -> bool:
     """Whether a number lies within its :func:`limits`."""
     low, high, above, below = (metadata.get(k) for k in ("minimum", "maximum", "above", "below"))
     return (
@@ -218,7 +219,7 @@ def within(value, metadata: dict) -> bool:
     )
 
 
-def describe_limits(metadata: dict) -> str:
+def describe_limits(metadata: Mapping[str, Any]) -> str:
     """The numeric :func:`limits` in words, e.g. ``"must be in [1, 4096]"``."""
     low, high, above, below = (_show(metadata.get(k)) for k in ("minimum", "maximum", "above", "below"))
     left = f"[{low}" if low is not None else f"({above}" if above is not None else None
@@ -234,11 +235,14 @@ def describe_limits(metadata: dict) -> str:
     return f"must be < {below}"
 
 
-def _show(bound) -> Optional[str]:
+def _show(bound: Any) -> Optional[str]:
     """A limit as written: integers exactly, other numbers in ``%g`` form."""
     if bound is None or isinstance(bound, int):
         return None if bound is None else str(bound)
     return f"{bound:g}"
+
+
+_ConfigT = TypeVar("_ConfigT", bound="Config")
 
 
 @dataclasses.dataclass
@@ -251,7 +255,7 @@ class Config:
     involve several fields in :meth:`check`.
     """
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         types = field_types(type(self))
         for f in dataclasses.fields(self):
             value = _convert(f.name, types[f.name], getattr(self, f.name))
@@ -263,7 +267,7 @@ class Config:
         """Checks that involve several settings (none by default); raise :class:`ConfigError`."""
 
     @classmethod
-    def from_dict(cls, data: dict):
+    def from_dict(cls: Type[_ConfigT], data: dict) -> _ConfigT:
         """
         Rebuild a config from ``asdict(config)`` (or any dict of its settings;
         missing ones take their defaults).
@@ -304,10 +308,10 @@ class Config:
         return {**{f.name: f.metadata["before"] for f in dataclasses.fields(cls) if f.metadata.get("since")}, **record}
 
     @classmethod
-    def from_record(cls, record: dict):
+    def from_record(cls: Type[_ConfigT], record: dict) -> _ConfigT:
         """Rebuild a config from a stored record, possibly of an earlier version (:meth:`with_newer_defaults`, then :meth:`from_dict`)."""
         return cls.from_dict(cls.with_newer_defaults(record))
 
-    def replace(self, **changes):
+    def replace(self: _ConfigT, **changes: Any) -> _ConfigT:
         """A copy with some settings changed (and checked)."""
         return dataclasses.replace(self, **changes)

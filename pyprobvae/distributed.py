@@ -37,7 +37,7 @@ import functools
 import inspect
 import os
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Any, Callable, Dict, Iterator, List, Union
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ class World:
             return indices
         return torch.tensor_split(indices, self.size)[self.rank]
 
-    def sum_over_shards(self, count: int, device, function: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    def sum_over_shards(self, count: int, device: Union[torch.device, str], function: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """
         A sum over ``range(count)`` computed in shares: each rank calls
         ``function`` on the indices of its contiguous share (if not empty),
@@ -157,7 +157,7 @@ class World:
         )
 
     @contextlib.contextmanager
-    def together(self):
+    def together(self) -> Iterator[None]:
         """
         Run the block on every rank and agree on how it ended: if it raised
         on any rank, it raises there and :class:`PeerError` on the others,
@@ -177,7 +177,7 @@ class World:
             raise failed
 
 
-_NO_BUFFER_BROADCAST = (
+_NO_BUFFER_BROADCAST: Dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
     else {"broadcast_buffers": False}

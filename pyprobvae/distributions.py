@@ -3,12 +3,14 @@ Distributions that Pyro does not provide in the form pyprobvae's guides need.
 """
 
 import math
+from typing import Optional, Sequence, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
 from pyro.distributions.torch_distribution import TorchDistribution
-from torch.distributions import Categorical, Independent, Normal, constraints
+from torch.distributions import Categorical, Distribution, Independent, Normal, constraints
 from torch.special import ndtr
+from torch.types import _size
 
 
 class MixtureOfDiagonalNormals(TorchDistribution):
@@ -93,7 +95,9 @@ class MixtureOfDiagonalNormals(TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, locs, scales, logits, validate_args=None):
+    def __init__(
+        self, locs: torch.Tensor, scales: torch.Tensor, logits: torch.Tensor, validate_args: Optional[bool] = None
+    ) -> None:
         if locs.dim() < 2 or logits.dim() < 1:
             raise ValueError("locs and scales need shape batch_shape + (K, D), logits batch_shape + (K,)")
         locs, scales = torch.broadcast_tensors(locs, scales)
@@ -106,7 +110,9 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         super().__init__(batch_shape, locs.shape[-1:], validate_args=validate_args)
 
     @classmethod
-    def infer_shapes(cls, locs, scales, logits):
+    def infer_shapes(  # type: ignore[override]  # Pyro's convention: a family names its parameters
+        cls, locs: Sequence[int], scales: Sequence[int], logits: Sequence[int]
+    ) -> Tuple[torch.Size, torch.Size]:
         """
         ``(batch_shape, event_shape)`` of a mixture with parameters of these
         shapes (Pyro's distribution convention): the batch shape broadcasts
@@ -117,17 +123,17 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return torch.broadcast_shapes(components[:-2], torch.Size(logits[:-1])), components[-1:]
 
     @property
-    def component_log_weights(self):
+    def component_log_weights(self) -> torch.Tensor:
         r""":math:`\log \pi = \log \mathrm{softmax}(\mathrm{logits})`, shape ``batch_shape + (K,)``."""
         return self.logits.log_softmax(-1)
 
     @property
-    def mean(self):
+    def mean(self) -> torch.Tensor:
         r""":math:`\mathbb{E}[z] = \sum_k \pi_k \mu_k`."""
         return (self.component_log_weights.exp().unsqueeze(-1) * self.locs).sum(-2)
 
     @property
-    def variance(self):
+    def variance(self) -> torch.Tensor:
         r"""
         :math:`\mathrm{Var}[z] = \sum_k \pi_k (\sigma_k^2 + \mu_k^2) - \mathbb{E}[z]^2`,
         evaluated as :math:`\sum_k \pi_k (\sigma_k^2 + (\mu_k - \mathbb{E}[z])^2)`,
@@ -136,7 +142,9 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         weights = self.component_log_weights.exp().unsqueeze(-1)
         return (weights * (self.scales.pow(2) + (self.locs - self.mean.unsqueeze(-2)).pow(2))).sum(-2)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: _size, _instance: Optional["MixtureOfDiagonalNormals"] = None
+    ) -> "MixtureOfDiagonalNormals":
         batch_shape = torch.Size(batch_shape)
         if batch_shape == self.batch_shape:
             return self
@@ -153,7 +161,7 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         standardized = (value.unsqueeze(-2) - self.locs) / self.scales
         return -0.5 * standardized.pow(2) - self.scales.log() - 0.5 * math.log(2 * math.pi), standardized
 
-    def log_prob(self, value):
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         r"""
         :math:`\log q(z) = \operatorname{logsumexp}_k \bigl(\log \pi_k + \sum_d \log \mathcal{N}(z_d; \mu_{kd}, \sigma_{kd})\bigr)`.
 
@@ -166,7 +174,7 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return torch.logsumexp(self.component_log_weights + log_densities.sum(-1), dim=-1)
 
     @torch.no_grad()
-    def marginal_icdf(self, levels):
+    def marginal_icdf(self, levels: Union[Sequence[float], torch.Tensor]) -> torch.Tensor:
         r"""
         The quantiles of every coordinate's marginal distribution: for each
         level :math:`p` the root :math:`t` of
@@ -205,7 +213,7 @@ class MixtureOfDiagonalNormals(TorchDistribution):
             low, high = torch.where(below, middle, low), torch.where(below, high, middle)
         return ((low + high) / 2).to(self.locs.dtype)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape: _size = torch.Size()) -> torch.Tensor:
         r"""
         Pick a component :math:`k \sim \mathrm{Categorical}(\pi)`, then draw
         :math:`z \sim \mathcal{N}(\mu_k, \mathrm{diag}\, \sigma_k^2)`; no
@@ -217,7 +225,7 @@ class MixtureOfDiagonalNormals(TorchDistribution):
             return torch.normal(*self.draw_components(sample_shape))
 
     @torch.no_grad()
-    def draw_components(self, sample_shape=torch.Size()):
+    def draw_components(self, sample_shape: _size = torch.Size()) -> Tuple[torch.Tensor, torch.Tensor]:
         r"""
         Pick a component :math:`k \sim \mathrm{Categorical}(\pi)` for each
         draw: its mean and scale, each of shape ``sample_shape + batch_shape + (D,)``.
@@ -229,7 +237,7 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         scales = self.scales.expand(shape[:-1] + self.scales.shape[-2:]).gather(-2, index).squeeze(-2)
         return locs, scales
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape: _size = torch.Size()) -> torch.Tensor:
         r"""
         Draw :math:`z \sim q` with pathwise derivatives with respect to locs, scales and
         logits (see the class docstring). The value is that of :meth:`sample`;
@@ -265,7 +273,7 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         offset = (cdf - cdf.detach()).unsqueeze(-1)
         return -torch.linalg.solve_triangular(jacobian, offset, upper=False).squeeze(-1)
 
-    def stratified_rsample(self):
+    def stratified_rsample(self) -> torch.Tensor:
         r"""
         Draw once from every component,
         :math:`z_k = \mu_k + \sigma_k \odot \epsilon_k` with
@@ -283,14 +291,14 @@ class MixtureOfDiagonalNormals(TorchDistribution):
         return z.movedim(-2, 0)
 
 
-def can_stop_gradient(distribution) -> bool:
+def can_stop_gradient(distribution: Distribution) -> bool:
     """Whether :func:`stop_gradient` takes ``distribution``: diagonal normals, also inside ``Independent``, and their mixtures."""
     if isinstance(distribution, Independent):
         return can_stop_gradient(distribution.base_dist)
     return isinstance(distribution, (Normal, MixtureOfDiagonalNormals))
 
 
-def stop_gradient(distribution):
+def stop_gradient(distribution: Distribution) -> Distribution:
     r"""
     ``distribution`` with its parameters detached: the same density,
     through which no gradient reaches the parameters, while a gradient still
@@ -316,12 +324,13 @@ def stop_gradient(distribution):
         return Independent(stop_gradient(distribution.base_dist), distribution.reinterpreted_batch_ndims, validate_args=False)
     if isinstance(distribution, Normal):
         return Normal(distribution.loc.detach(), distribution.scale.detach(), validate_args=False)
+    mixture = cast(MixtureOfDiagonalNormals, distribution)  # the one family left
     return MixtureOfDiagonalNormals(
-        distribution.locs.detach(), distribution.scales.detach(), distribution.logits.detach(), validate_args=False
+        mixture.locs.detach(), mixture.scales.detach(), mixture.logits.detach(), validate_args=False
     )
 
 
-def tempered_sample(distribution, temperature: float):
+def tempered_sample(distribution: Distribution, temperature: float) -> torch.Tensor:
     r"""
     A draw from ``distribution`` with its spread scaled by ``temperature``
     :math:`T \ge 0`: :math:`m + T (z - m)` for a draw :math:`z` and the mean

@@ -10,13 +10,14 @@ import os
 import shutil
 import stat
 import tempfile
+from typing import IO, Any, Iterator
 
 TEMPORARY_PREFIX = ".pyprobvae-"
 TEMPORARY_SUFFIX = ".tmp"
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "wb"):
+def atomic_write(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
     """
     Open a temporary file in the directory of ``path`` (created if needed)
     for writing; when the ``with`` block ends normally, flush it to disk and
@@ -31,7 +32,7 @@ def atomic_write(path: str, mode: str = "wb"):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

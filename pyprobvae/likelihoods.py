@@ -11,12 +11,15 @@ whole example, in nats.
 """
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions import Bernoulli, Categorical, Normal, TorchDistribution, constraints
+from pyro.distributions import Bernoulli, Categorical, Independent, Normal, TorchDistribution, constraints
 from torch import nn
+from torch.types import _size
+
+from .data.dataset import Dataset
 
 LIKELIHOODS = ("bernoulli", "gaussian", "categorical", "tokens")
 
@@ -33,7 +36,7 @@ class Likelihood(nn.Module):
 
     outputs_per_dim = 1
 
-    def __init__(self, data_shape: Tuple[int, ...]):
+    def __init__(self, data_shape: Tuple[int, ...]) -> None:
         super().__init__()
         self.data_shape = tuple(data_shape)
         self.data_dim = math.prod(self.data_shape)
@@ -60,7 +63,7 @@ class Likelihood(nn.Module):
         if bad.any():
             raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite values")
 
-    def decoded(self, distribution) -> torch.Tensor:
+    def decoded(self, distribution: TorchDistribution) -> torch.Tensor:
         """
         The data an output distribution decodes to, e.g. for reconstructions:
         its mean, of shape ``(*batch, *data_shape)``.
@@ -70,7 +73,7 @@ class Likelihood(nn.Module):
         """
         return distribution.mean
 
-    def _event(self, base):
+    def _event(self, base: TorchDistribution) -> TorchDistribution:
         return base.to_event(len(self.data_shape))
 
 
@@ -81,11 +84,11 @@ class BernoulliLikelihood(Likelihood):
     the logits :math:`f(z)`.
     """
 
-    def forward(self, output):
+    def forward(self, output: torch.Tensor) -> TorchDistribution:
         logits = output.reshape(output.shape[:-1] + self.data_shape)
         return self._event(Bernoulli(logits=logits, validate_args=False))
 
-    def check_data(self, x, name="data"):
+    def check_data(self, x: torch.Tensor, name: str = "data") -> None:
         super().check_data(x, name)
         non_binary = ((x != 0) & (x != 1)).sum()
         if non_binary:
@@ -112,7 +115,11 @@ class GaussianLikelihood(Likelihood):
         likelihood bounded on data with constant pixels.
     """
 
-    def __init__(self, data_shape, scale: float = 0.1, learn_scale: bool = False, min_scale: float = 1e-3):
+    fixed_scale: torch.Tensor  # a buffer, without learn_scale
+
+    def __init__(
+        self, data_shape: Tuple[int, ...], scale: float = 0.1, learn_scale: bool = False, min_scale: float = 1e-3
+    ) -> None:
         super().__init__(data_shape)
         if not scale > 0:
             raise ValueError(f"the Gaussian likelihood's scale must be positive, got {scale}")
@@ -134,7 +141,7 @@ class GaussianLikelihood(Likelihood):
             return F.softplus(self.raw_scale) + self.min_scale
         return self.fixed_scale
 
-    def forward(self, output):
+    def forward(self, output: torch.Tensor) -> TorchDistribution:
         loc = output.reshape(output.shape[:-1] + self.data_shape)
         return self._event(Normal(loc, self.scale, validate_args=False))
 
@@ -152,29 +159,29 @@ class QuantizedCategorical(TorchDistribution):
     arg_constraints = {"logits": constraints.real_vector}
     support = constraints.unit_interval
 
-    def __init__(self, logits, validate_args=None):
+    def __init__(self, logits: torch.Tensor, validate_args: Optional[bool] = None) -> None:
         self.logits = logits
         self.num_levels = logits.shape[-1]
         super().__init__(logits.shape[:-1], validate_args=validate_args)
 
-    def _levels(self):
+    def _levels(self) -> torch.Tensor:
         return torch.linspace(0, 1, self.num_levels, dtype=self.logits.dtype, device=self.logits.device)
 
-    def log_prob(self, value):
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         log_probs = self.logits.log_softmax(-1)
         index = torch.round(value * (self.num_levels - 1)).long().unsqueeze(-1)
         shape = torch.broadcast_shapes(index.shape[:-1], log_probs.shape[:-1])
         return log_probs.expand(shape + (self.num_levels,)).gather(-1, index.expand(shape + (1,))).squeeze(-1)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape: _size = torch.Size()) -> torch.Tensor:
         index = Categorical(logits=self.logits).sample(sample_shape)
         return index.to(self.logits.dtype) / (self.num_levels - 1)
 
     @property
-    def mean(self):
+    def mean(self) -> torch.Tensor:
         return self.logits.softmax(-1) @ self._levels()
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: _size, _instance: Optional["QuantizedCategorical"] = None) -> "QuantizedCategorical":
         batch_shape = torch.Size(batch_shape)
         if batch_shape == self.batch_shape:
             return self
@@ -192,18 +199,18 @@ class CategoricalLikelihood(Likelihood):
     :param int num_levels: number of intensity levels :math:`L \ge 2`.
     """
 
-    def __init__(self, data_shape, num_levels: int):
+    def __init__(self, data_shape: Tuple[int, ...], num_levels: int) -> None:
         super().__init__(data_shape)
         if num_levels < 2:
             raise ValueError(f"the categorical likelihood needs num_levels >= 2, got {num_levels}")
         self.num_levels = num_levels
         self.outputs_per_dim = num_levels
 
-    def forward(self, output):
+    def forward(self, output: torch.Tensor) -> TorchDistribution:
         logits = output.reshape(output.shape[:-1] + self.data_shape + (self.num_levels,))
         return self._event(QuantizedCategorical(logits, validate_args=False))
 
-    def check_data(self, x, name="data"):
+    def check_data(self, x: torch.Tensor, name: str = "data") -> None:
         super().check_data(x, name)
         scaled = x * (self.num_levels - 1)
         off_grid = ((scaled - scaled.round()).abs() > 1e-3) | (x < 0) | (x > 1)
@@ -230,18 +237,18 @@ class TokenLikelihood(Likelihood):
     :param int vocab_size: number of token ids, at least 2.
     """
 
-    def __init__(self, data_shape, vocab_size: int):
+    def __init__(self, data_shape: Tuple[int, ...], vocab_size: int) -> None:
         super().__init__(data_shape)
         if vocab_size < 2:
             raise ValueError(f"the tokens likelihood needs vocab_size >= 2, got {vocab_size}")
         self.vocab_size = vocab_size
         self.outputs_per_dim = vocab_size
 
-    def forward(self, output):
+    def forward(self, output: torch.Tensor) -> TorchDistribution:
         logits = output.reshape(output.shape[:-1] + self.data_shape + (self.vocab_size,))
         return self._event(Categorical(logits=logits, validate_args=False))
 
-    def decoded(self, distribution):
+    def decoded(self, distribution: TorchDistribution) -> torch.Tensor:
         """
         The most likely token id at every position (ties go to the lowest
         id), shape ``(*batch, *data_shape)``, int64. Token ids are labels, not
@@ -251,9 +258,10 @@ class TokenLikelihood(Likelihood):
         :param distribution: a distribution returned by this likelihood.
         :rtype: torch.LongTensor
         """
-        return distribution.base_dist.logits.argmax(-1)
+        tokens = cast(Categorical, cast(Independent, distribution).base_dist)  # what forward returns
+        return tokens.logits.argmax(-1)
 
-    def check_data(self, x, name="data"):
+    def check_data(self, x: torch.Tensor, name: str = "data") -> None:
         super().check_data(x, name)
         if x.dtype not in _INTEGER_DTYPES:
             raise ValueError(
@@ -268,7 +276,10 @@ class TokenLikelihood(Likelihood):
             )
 
 
-def make_likelihood(name: str, data_shape, num_levels=None, gaussian_scale: float = 0.1, learn_scale: bool = False):
+def make_likelihood(
+    name: str, data_shape: Tuple[int, ...], num_levels: Optional[int] = None, gaussian_scale: float = 0.1,
+    learn_scale: bool = False,
+) -> Likelihood:
     """
     Build a likelihood by name.
 
@@ -296,7 +307,7 @@ def make_likelihood(name: str, data_shape, num_levels=None, gaussian_scale: floa
     raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
 
 
-def default_likelihood(dataset) -> str:
+def default_likelihood(dataset: Dataset) -> str:
     """
     The likelihood a data set is modelled with unless the user says
     otherwise: ``"tokens"`` for text, the exact ``"categorical"`` over pixel

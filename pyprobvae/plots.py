@@ -17,7 +17,7 @@ Images are torch tensors or numpy arrays of shape ``(N, C, H, W)`` with
 
 import math
 import os
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ _SCATTER_SIZE = 8.0
 _JITTER = 0.3
 
 
-def _to_numpy(x):
+def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -97,7 +97,7 @@ def _grid(images, nrow, padding):
     return _tile(images, nrow, padding)
 
 
-def image_grid(images, nrow: Optional[int] = None, padding: int = 1) -> np.ndarray:
+def image_grid(images: Union[torch.Tensor, np.ndarray], nrow: Optional[int] = None, padding: int = 1) -> np.ndarray:
     r"""
     Tiles a batch of images into a single image, row-major. Tiles are
     separated (and surrounded) by ``padding`` pixels of 0.5 gray; unused cells
@@ -169,7 +169,9 @@ def _save_grid(grid, cell_shape, path, title=None, row_labels=None):
     return _save_figure(fig, path, bbox_inches="tight", pad_inches=0.05)
 
 
-def save_image_grid(images, path, nrow=None, title=None) -> str:
+def save_image_grid(
+    images: Union[torch.Tensor, np.ndarray], path: str, nrow: Optional[int] = None, title: Optional[str] = None
+) -> str:
     r"""
     Saves a grid of images as a PNG. Small images are upscaled with
     nearest-neighbour interpolation by an integer factor so each image spans
@@ -188,7 +190,10 @@ def save_image_grid(images, path, nrow=None, title=None) -> str:
     return _save_grid(_grid(images, nrow, padding=1), images.shape[1:3], path, title=title)
 
 
-def save_reconstructions(inputs, reconstructions, path, title=None, labels=("input", "recon.")) -> str:
+def save_reconstructions(
+    inputs: Union[torch.Tensor, np.ndarray], reconstructions: Union[torch.Tensor, np.ndarray], path: str, title: Optional[str] = None,
+    labels: Sequence[str] = ("input", "recon."),
+) -> str:
     """
     Saves inputs and their reconstructions as a PNG. Rows alternate between
     inputs (labelled ``labels[0]``, "input") and reconstructions (labelled
@@ -226,7 +231,7 @@ def save_reconstructions(inputs, reconstructions, path, title=None, labels=("inp
     return _save_grid(grid, cell_shape[:2], path, title=title, row_labels=row_labels)
 
 
-def save_interpolation(strips, path, title=None) -> str:
+def save_interpolation(strips: Union[torch.Tensor, np.ndarray], path: str, title: Optional[str] = None) -> str:
     """
     Saves latent interpolations as a PNG: one row per interpolation, one
     column per step, with the endpoints in the first and last columns.
@@ -302,7 +307,10 @@ def _latent_coordinates(z, index):
     return xy, f"PC1 ({100 * explained[0]:.1f}% var)", f"PC2 ({100 * explained[1]:.1f}% var)"
 
 
-def save_latent_scatter(z, labels, path, title=None) -> str:
+def save_latent_scatter(
+    z: Union[torch.Tensor, np.ndarray], labels: Optional[Union[torch.Tensor, np.ndarray]], path: str,
+    title: Optional[str] = None,
+) -> str:
     """
     Saves a scatter plot of latent codes as a PNG.
 
@@ -356,7 +364,7 @@ def _history_series(history, key):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def save_training_curves(history, path, title=None) -> str:
+def save_training_curves(history: Sequence[Mapping[str, Any]], path: str, title: Optional[str] = None) -> str:
     """
     Saves ELBO-versus-epoch training curves as a PNG.
 

@@ -14,7 +14,7 @@ allocation and a round trip to the host.
 import contextlib
 import math
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -129,7 +129,7 @@ class _AllocationLimit(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def limit_allocations(share: float, what: str, device: torch.device = torch.device("cpu")):
+def limit_allocations(share: float, what: str, device: torch.device = torch.device("cpu")) -> Iterator[None]:
     """
     Within the block, refuse (:class:`ResourceError`, naming ``what``) to
     allocate more than ``share`` of the memory available on ``device`` in

@@ -11,6 +11,7 @@ evaluation) check the data themselves, once, whatever the switch says.
 """
 
 import contextlib
+from typing import Iterator
 
 _enabled = False
 
@@ -31,7 +32,7 @@ def is_validation_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def validation_enabled(is_validate: bool = True):
+def validation_enabled(is_validate: bool = True) -> Iterator[None]:
     """Context manager that enables (or disables) the value checks inside it."""
     previous = _enabled
     enable_validation(is_validate)

@@ -7,7 +7,7 @@ through a per-item ``DataLoader``.
 """
 
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ class Dataset:
     num_classes: Optional[int]
     vocabulary: Optional[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if tuple(self.x.shape[1:]) != tuple(self.data_shape):
             raise DataError(
                 f"{self.name}: x has shape {tuple(self.x.shape)}, which does not "
@@ -96,7 +96,7 @@ class Dataset:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def to(self, device) -> "Dataset":
+    def to(self, device: Union[torch.device, str]) -> "Dataset":
         """
         Returns a copy with ``x`` and ``y`` moved to ``device``.
 
@@ -131,7 +131,9 @@ def fixed_split_indices(n: int, split: str, train_percent: int = 80) -> np.ndarr
 
 
 
-def from_arrays(x, y=None, name: str = "arrays") -> Dataset:
+def from_arrays(
+    x: Union[np.ndarray, torch.Tensor], y: Optional[Union[np.ndarray, torch.Tensor]] = None, name: str = "arrays"
+) -> Dataset:
     """
     Builds a :class:`Dataset` from in-memory arrays. The result lives on the
     CPU; use :meth:`Dataset.to` to move it.
@@ -295,7 +297,7 @@ def iterate_minibatches(
     batch_size: int,
     shuffle: bool,
     generator: Optional[torch.Generator] = None,
-    device=None,
+    device: Optional[Union[torch.device, str]] = None,
 ) -> Iterator[torch.Tensor]:
     """
     Yields int64 index tensors that cover ``range(n)`` exactly once, in batches

@@ -10,15 +10,16 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ..resources import ResourceError, check_fits
 from .dataset import SPLITS, DataError, Dataset, _from_arrays, _subset, check_split, fixed_split_indices
 
-_IDX_CODE_TO_DTYPE = {
+_IDX_CODE_TO_DTYPE: Dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -200,7 +201,7 @@ def _parse_idx(content, path):
     return data.astype(dtype.newbyteorder("=")).reshape(shape)
 
 
-def write_idx(path: str, array) -> None:
+def write_idx(path: str, array: npt.ArrayLike) -> None:
     """
     Writes an array as an IDX file, the inverse of :func:`read_idx`. The file
     is gzipped when ``path`` ends in ``".gz"``.

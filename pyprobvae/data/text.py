@@ -19,8 +19,9 @@ lines carry structure):
 import importlib
 import inspect
 import os
-from typing import List, Optional, Union
+from typing import List, Optional, Set, Union
 
+import numpy.typing as npt
 import torch
 
 from .dataset import DataError, Dataset, check_split, fixed_split_indices
@@ -198,7 +199,9 @@ def default_corpus() -> str:
 
     :rtype: str
     """
-    docs, seen, size = [], set(), 0
+    docs: List[str] = []
+    seen: Set[str] = set()
+    size = 0
     for module_name in CORPUS_MODULES:
         for doc in _docstrings(importlib.import_module(module_name)):
             if doc in seen:
@@ -259,7 +262,7 @@ def _index(vocabulary):
     return {char: i for i, char in enumerate(vocabulary)}
 
 
-def decode_text(ids, vocabulary: str = VOCABULARY) -> Union[str, List[str]]:
+def decode_text(ids: Union[torch.Tensor, npt.ArrayLike], vocabulary: str = VOCABULARY) -> Union[str, List[str]]:
     """
     The text of token ids: ``"".join(vocabulary[i] for i in ids)``.
 

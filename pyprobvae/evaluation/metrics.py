@@ -5,7 +5,7 @@ in nats per example unless said otherwise.
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch.distributions import Independent, kl_divergence
@@ -34,7 +34,7 @@ class EvaluationConfig(Config):
 
 @torch.no_grad()
 def iwae_log_likelihood(
-    model, x: torch.Tensor, num_samples: int, max_rows: int = 16384, y: Optional[torch.Tensor] = None
+    model: Any, x: torch.Tensor, num_samples: int, max_rows: int = 16384, y: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     r"""
     The importance-weighted estimate of :math:`\log p(x)` (Burda et al. 2016),
@@ -97,7 +97,7 @@ def iwae_log_likelihood(
 
 
 @torch.no_grad()
-def kl_per_dimension(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+def kl_per_dimension(model: Any, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     r"""
     The average over examples of
     :math:`\mathrm{KL}(q(z_i \mid x) \,\|\, p(z_i))` for each latent dimension
@@ -119,7 +119,7 @@ def kl_per_dimension(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -
 
 @torch.no_grad()
 def active_units(
-    model, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, y: Optional[torch.Tensor] = None
+    model: Any, x: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD, y: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
     r"""
     Activity of each latent dimension (Burda et al. 2016): the variance over
@@ -135,7 +135,7 @@ def active_units(
 
 
 @torch.no_grad()
-def reconstruction_mse(model, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> float:
+def reconstruction_mse(model: Any, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> float:
     r"""
     Mean over examples and dimensions of
     :math:`(x - \mathbb{E}[x \mid z = \mathbb{E}_q[z \mid x]])^2` (given the
@@ -145,7 +145,7 @@ def reconstruction_mse(model, x: torch.Tensor, y: Optional[torch.Tensor] = None)
 
 
 def evaluate(
-    model, x: torch.Tensor, iwae_samples: int = EvaluationConfig.iwae_samples, analytic_kl: bool = True,
+    model: Any, x: torch.Tensor, iwae_samples: int = EvaluationConfig.iwae_samples, analytic_kl: bool = True,
     y: Optional[torch.Tensor] = None,
 ) -> dict:
     """
@@ -167,7 +167,7 @@ def evaluate(
 
 
 @torch.no_grad()
-def code_usage(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def code_usage(model: Any, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """
     How often each code of a model with discrete codes (``model.encode``
     returns code indices, ``model.codebook_size`` of them) is used over the

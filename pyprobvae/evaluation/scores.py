@@ -20,7 +20,7 @@ gives confident predictions and informative features.
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ class SampleClassifier(nn.Module):
     :type hidden: sequence of int
     """
 
-    def __init__(self, data_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128)):
+    def __init__(self, data_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128)) -> None:
         super().__init__()
         self.data_shape = tuple(int(d) for d in data_shape)
         self.num_classes = int(num_classes)
@@ -83,14 +83,16 @@ class CrossEntropy(Objective):
 
     terms = ("cross-entropy",)
 
-    def __init__(self, classifier: nn.Module):
+    def __init__(self, classifier: nn.Module) -> None:
         self.network = classifier
 
-    def __call__(self, network, x, y, *, step: int):
+    def __call__(  # type: ignore[override]  # a batch of this objective is the images and their labels
+        self, network: nn.Module, x: torch.Tensor, y: torch.Tensor, *, step: int
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor]]:
         loss = nn.functional.cross_entropy(network(x), y, reduction="none")
         return loss, (loss,)
 
-    def record(self, means):
+    def record(self, means: Dict[str, float]) -> dict:
         return {"train_cross_entropy": means["cross-entropy"]}
 
 
@@ -119,7 +121,7 @@ def train_classifier(train: Dataset, config: Optional[ClassifierConfig] = None) 
     return classifier.eval()
 
 
-def load_or_train_classifier(path: str, train: Dataset, **kwargs) -> SampleClassifier:
+def load_or_train_classifier(path: str, train: Dataset, **kwargs: Any) -> SampleClassifier:
     """
     Loads the classifier cached at ``path``, or trains one with
     :func:`train_classifier` and caches it there (written atomically).

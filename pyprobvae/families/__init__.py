@@ -6,6 +6,8 @@ samples; and the vector quantizer, the deterministic "family" of the VQ-VAE
 (:mod:`~pyprobvae.families.quantizer`).
 """
 
+from torch import nn
+
 from .diagonal import DiagonalNormal
 from .flow import FLOWS, NormalizingFlow
 from .layers import flow_layers, latin_hypercube_normal
@@ -15,7 +17,9 @@ from .quantizer import VectorQuantizer
 FAMILIES = ("diagonal", "mixture", "flow")
 
 
-def make_family(name: str, in_features: int, latent_dim: int, *, num_components: int, flow: str, flow_depth: int):
+def make_family(
+    name: str, in_features: int, latent_dim: int, *, num_components: int, flow: str, flow_depth: int
+) -> nn.Module:
     """
     Build a variational family by name (the settings, and their defaults,
     are those of :class:`~pyprobvae.models.VAEConfig`).

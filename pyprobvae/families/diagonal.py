@@ -1,5 +1,6 @@
+import torch
 import torch.nn.functional as F
-from pyro.distributions import Normal
+from pyro.distributions import Independent, Normal
 from torch import nn
 
 
@@ -29,13 +30,13 @@ class DiagonalNormal(nn.Module):
         :math:`\log \sigma` finite.
     """
 
-    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-4):
+    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-4) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.min_scale = min_scale
         self.linear = nn.Linear(in_features, 2 * latent_dim)
 
-    def forward(self, features):
+    def forward(self, features: torch.Tensor) -> Independent:
         loc, raw_scale = self.linear(features).chunk(2, dim=-1)
         scale = F.softplus(raw_scale) + self.min_scale
         return Normal(loc, scale, validate_args=False).to_event(1)

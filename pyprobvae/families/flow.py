@@ -6,6 +6,7 @@ math and references are in :mod:`pyprobvae.families.layers`.
 
 from typing import Optional, Sequence
 
+import torch
 from pyro.distributions import TransformedDistribution
 from torch import nn
 
@@ -71,7 +72,7 @@ class NormalizingFlow(nn.Module):
         flow_depth: int,
         hidden: Optional[Sequence[int]] = None,
         min_scale: float = 1e-4,
-    ):
+    ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.base = DiagonalNormal(in_features, latent_dim, min_scale)
@@ -80,7 +81,7 @@ class NormalizingFlow(nn.Module):
         self._stack = flow_layers(flow, latent_dim, flow_depth, hidden, context_dim=in_features)
         self.layers = nn.ModuleList(layer for layer in self._stack if isinstance(layer, nn.Module))
 
-    def forward(self, features):
+    def forward(self, features: torch.Tensor) -> TransformedDistribution:
         # Every call conditions anew, so that no transform (hence no
         # one-sample cache) is shared between distributions.
         transforms = [layer.condition(features) for layer in self._stack]

@@ -118,7 +118,7 @@ order drawn independently per coordinate.
   Input Variables in the Analysis of Output from a Computer Code".
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 from pyro.distributions.conditional import ConditionalTransform
@@ -211,10 +211,10 @@ class ConditionalPermute(ConditionalTransform):
     :param torch.LongTensor permutation: the permutation of the coordinates.
     """
 
-    def __init__(self, permutation: torch.Tensor):
+    def __init__(self, permutation: torch.Tensor) -> None:
         self.permutation = permutation
 
-    def condition(self, context):
+    def condition(self, context: torch.Tensor) -> Permute:
         return Permute(self.permutation.to(context.device))
 
 
@@ -270,7 +270,7 @@ def flow_layers(
     flow_depth: int,
     hidden: Optional[Sequence[int]] = None,
     context_dim: Optional[int] = None,
-    device=None,
+    device: Optional[Union[torch.device, str]] = None,
 ) -> list:
     """
     Build a stack of ``flow_depth`` flow layers of one kind (see the module
@@ -327,7 +327,7 @@ def latin_hypercube_normal(
     dim: int,
     generator: torch.Generator,
     dtype: Optional[torch.dtype] = None,
-    device=None,
+    device: Optional[Union[torch.device, str]] = None,
 ) -> torch.Tensor:
     """
     A Latin-hypercube sample of :math:`\\mathcal{N}(0, I_{\\text{dim}})`

@@ -47,7 +47,7 @@ class DiagonalNormalMixture(nn.Module):
         :math:`\log \sigma` finite.
     """
 
-    def __init__(self, in_features: int, latent_dim: int, num_components: int, min_scale: float = 1e-4):
+    def __init__(self, in_features: int, latent_dim: int, num_components: int, min_scale: float = 1e-4) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.num_components = num_components
@@ -66,7 +66,7 @@ class DiagonalNormalMixture(nn.Module):
         shape = (self.num_components, self.latent_dim)
         return logits, locs.unflatten(-1, shape), raw_scales.unflatten(-1, shape)
 
-    def forward(self, features):
+    def forward(self, features: torch.Tensor) -> MixtureOfDiagonalNormals:
         r"""
         :param torch.Tensor features: encoder features, shape ``(batch,
             in_features)``.

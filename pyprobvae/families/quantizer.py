@@ -308,6 +308,13 @@ class VectorQuantizer(nn.Module):
         ``chunk_size``.
     """
 
+    # buffers (the codebook is a parameter without ema)
+    codebook: torch.Tensor
+    cluster_size: torch.Tensor
+    code_sum: torch.Tensor
+    initialized: torch.Tensor
+    usage: torch.Tensor
+
     def __init__(
         self,
         codebook_size: int,
@@ -320,7 +327,7 @@ class VectorQuantizer(nn.Module):
         min_usage: float = 0.5,
         usage_decay: float = 0.9,
         chunk_size: int = 4096,
-    ):
+    ) -> None:
         super().__init__()
         _check_integer("codebook_size", codebook_size, 1)
         _check_integer("code_dim", code_dim, 1)

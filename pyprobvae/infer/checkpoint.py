@@ -14,7 +14,7 @@ weights for finiteness (:func:`check_weights`).
 import hashlib
 import os
 import pickle
-from typing import Dict, Optional
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -34,7 +34,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, damaged, or not a pyprobvae checkpoint."""
 
 
-def payload_checksum(payload) -> str:
+def payload_checksum(payload: Any) -> str:
     """
     The SHA-256 of a canonical walk of ``payload``: dict keys in sorted
     order with their values, list and tuple items in order, numbers, strings
@@ -84,7 +84,9 @@ def save_checkpoint(state: dict, path: str) -> None:
         torch.save({"format": FORMAT, "checksum": checksum, "payload": state}, f)
 
 
-def load_checkpoint(path: str, map_location=None, schema: Optional[Dict[str, type]] = None) -> dict:
+def load_checkpoint(
+    path: str, map_location: Optional[Union[torch.device, str]] = None, schema: Optional[Mapping[str, type]] = None
+) -> dict:
     """
     Read a checkpoint written by :func:`save_checkpoint` with
     ``torch.load(weights_only=True)``, which refuses to run pickled code,
@@ -126,7 +128,7 @@ def load_checkpoint(path: str, map_location=None, schema: Optional[Dict[str, typ
     return payload
 
 
-def check_schema(state: dict, schema: Dict[str, type], path: str) -> None:
+def check_schema(state: dict, schema: Mapping[str, type], path: str) -> None:
     """
     :raises CheckpointError: naming ``path`` and the first key of ``schema``
         that ``state`` lacks or holds with another type.

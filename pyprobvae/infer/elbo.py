@@ -19,7 +19,7 @@ loop needs to report nats per example whatever the batch size, to apply a KL
 weight, and to say which term went wrong when one is not finite.
 """
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from pyro import poutine
@@ -171,8 +171,8 @@ def _trained_kl(site, guide_site, kl, gradient, free_bits):
 
 
 def elbo_estimate(
-    model, guide, *args, analytic_kl: bool = True, gradient: str = "auto", free_bits: float = 0.0,
-    kl_weight: float = 1.0, **kwargs
+    model: Callable[..., Any], guide: Callable[..., Any], *args: Any, analytic_kl: bool = True, gradient: str = "auto",
+    free_bits: float = 0.0, kl_weight: float = 1.0, **kwargs: Any,
 ) -> Estimate:
     r"""
     The per-example ELBO of ``model`` and ``guide`` with one draw from the
@@ -242,7 +242,9 @@ def elbo_estimate(
     return Estimate(log_likelihood - kl_weight * trained_kl - penalty, elbo, elbo.elbo)
 
 
-def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOTerms:
+def elbo_terms(
+    model: Callable[..., Any], guide: Callable[..., Any], *args: Any, analytic_kl: bool = True, **kwargs: Any
+) -> ELBOTerms:
     """
     The :class:`ELBOTerms` of :func:`elbo_estimate`: the per-example ELBO of
     ``model`` and ``guide`` with one draw from the guide, the KL in closed
@@ -251,7 +253,9 @@ def elbo_terms(model, guide, *args, analytic_kl: bool = True, **kwargs) -> ELBOT
     return elbo_estimate(model, guide, *args, analytic_kl=analytic_kl, **kwargs).terms
 
 
-def stratified_estimate(model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
+def stratified_estimate(
+    model: Callable[..., Any], guide: Callable[..., Any], *args: Any, kl_weight: float = 1.0, **kwargs: Any
+) -> Estimate:
     r"""
     The stratified bound for a mixture guide (Morningstar et al. 2021, SIWAE
     with one sample per component): with
@@ -290,7 +294,7 @@ def stratified_estimate(model, guide, *args, kl_weight: float = 1.0, **kwargs) -
             f"(MixtureOfDiagonalNormals); this guide has {[site['name'] for site in latent]} "
             f"of type {[type(site['fn']).__name__ for site in latent]}"
         )
-    mixture = latent[0]["fn"]
+    mixture: Any = latent[0]["fn"]  # duck-typed: stratified_rsample() and component_log_weights
     latent[0]["value"] = mixture.stratified_rsample()
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
     terms = _PerExample(sample_dims=1)
@@ -308,7 +312,7 @@ def stratified_estimate(model, guide, *args, kl_weight: float = 1.0, **kwargs) -
     return Estimate(objective, elbo, bound)
 
 
-def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:
+def log_importance_weights(model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any) -> torch.Tensor:
     r"""
     One importance weight per example,
     :math:`\log w = \log p(x, z) - \log q(z \mid x)` with
@@ -326,4 +330,4 @@ def log_importance_weights(model, guide, *args, **kwargs) -> torch.Tensor:
     for site, guide_site in _latent_sites(model_trace, guide_trace):
         z = site["value"]
         log_w = terms.add(log_w, site, site["fn"].log_prob(z) - guide_site["fn"].log_prob(z))
-    return log_w
+    return torch.as_tensor(log_w)

@@ -8,7 +8,7 @@ refuses, on construction, the settings it cannot honour, so that a
 """
 
 import abc
-from typing import Dict
+from typing import Any, Callable, Dict
 
 from .elbo import Estimate, elbo_estimate, stratified_estimate
 from .iwae import iwae_estimate
@@ -21,7 +21,9 @@ class Estimator(abc.ABC):
     """An estimator of a bound of a Pyro model/guide pair on a batch, and of its gradient."""
 
     @abc.abstractmethod
-    def __call__(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
+    def __call__(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, kl_weight: float = 1.0, **kwargs: Any
+    ) -> Estimate:
         """The :class:`~pyprobvae.infer.elbo.Estimate` of ``model`` and ``guide`` on the batch in ``args``, the KL weighted by ``kl_weight``."""
 
 
@@ -44,7 +46,7 @@ class ELBO(Estimator):
     :param float free_bits: nats per latent dimension (0: none).
     """
 
-    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0):
+    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0) -> None:
         _refuse(particles != 1, f"the elbo takes one draw per example (particles 1, got {particles}); "
                                 "several draws give the tighter iwae bound (objective iwae)")
         _refuse(gradient not in ("auto", "pathwise", "stl"), f"the elbo's gradient is auto, pathwise or stl, not {gradient!r} "
@@ -54,7 +56,9 @@ class ELBO(Estimator):
                                                          "which the stl gradient does not use: give one of the two")
         self.gradient, self.analytic_kl, self.free_bits = gradient, analytic_kl, free_bits
 
-    def __call__(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
+    def __call__(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, kl_weight: float = 1.0, **kwargs: Any
+    ) -> Estimate:
         return elbo_estimate(
             model, guide, *args, analytic_kl=self.analytic_kl, gradient=self.gradient, free_bits=self.free_bits,
             kl_weight=kl_weight, **kwargs,
@@ -70,14 +74,16 @@ class IWAE(Estimator):
     closed-form KLs) do not either.
     """
 
-    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0):
+    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0) -> None:
         _refuse(particles < 1, f"the iwae bound needs particles >= 1, got {particles}")
         _refuse(gradient not in GRADIENTS, f"unknown gradient {gradient!r}; choose one of {', '.join(GRADIENTS)}")
         _refuse(bool(free_bits), "free bits floor the ELBO's KL per dimension; the iwae bound has no KL term to floor")
         del analytic_kl
         self.particles, self.gradient = particles, "pathwise" if gradient == "auto" else gradient
 
-    def __call__(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
+    def __call__(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, kl_weight: float = 1.0, **kwargs: Any
+    ) -> Estimate:
         return iwae_estimate(model, guide, *args, particles=self.particles, gradient=self.gradient, kl_weight=kl_weight, **kwargs)
 
 
@@ -90,13 +96,15 @@ class StratifiedELBO(Estimator):
     gradient is its own.
     """
 
-    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0):
+    def __init__(self, particles: int = 1, gradient: str = "auto", analytic_kl: bool = True, free_bits: float = 0.0) -> None:
         _refuse(particles != 1, f"the stratified bound draws once from each component; particles must be 1, got {particles}")
         _refuse(gradient not in ("auto", "pathwise"), f"the stratified bound has its own gradient (pathwise), not {gradient!r}")
         _refuse(bool(free_bits), "free bits floor the ELBO's KL per dimension; the stratified bound has no KL term to floor")
         del analytic_kl
 
-    def __call__(self, model, guide, *args, kl_weight: float = 1.0, **kwargs) -> Estimate:
+    def __call__(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, kl_weight: float = 1.0, **kwargs: Any
+    ) -> Estimate:
         return stratified_estimate(model, guide, *args, kl_weight=kl_weight, **kwargs)
 
 

@@ -54,7 +54,7 @@ normalized weights and :math:`\phi` the guide's parameters:
 """
 
 import math
-from typing import List, NamedTuple, Tuple
+from typing import Any, Callable, List, NamedTuple, Tuple
 
 import pyro
 import torch
@@ -94,7 +94,10 @@ def _vectorized(fn, particles: int):
     return vectorized
 
 
-def particle_weights(model, guide, *args, particles: int, stop_guide_gradient: bool = False, **kwargs) -> ParticleWeights:
+def particle_weights(
+    model: Callable[..., Any], guide: Callable[..., Any], *args: Any, particles: int, stop_guide_gradient: bool = False,
+    **kwargs: Any,
+) -> ParticleWeights:
     """
     Run ``guide`` and ``model`` once, vectorized over ``particles`` draws
     per example, and collect the parts of the log importance weights.
@@ -132,7 +135,8 @@ def _scale_gradient(weights):
 
 
 def iwae_estimate(
-    model, guide, *args, particles: int, gradient: str = "pathwise", kl_weight: float = 1.0, **kwargs
+    model: Callable[..., Any], guide: Callable[..., Any], *args: Any, particles: int, gradient: str = "pathwise",
+    kl_weight: float = 1.0, **kwargs: Any,
 ) -> Estimate:
     r"""
     The importance-weighted bound :math:`L_K` of ``model`` and ``guide`` per

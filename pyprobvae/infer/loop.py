@@ -43,7 +43,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import pyro
 import torch
@@ -92,7 +92,7 @@ class LoopConfig(Config):
     device: str = "cpu"
     """cpu, cuda, cuda:1, ..."""
 
-    def check(self):
+    def check(self) -> None:
         resolve_device(self.device)
 
 
@@ -114,7 +114,7 @@ class RandomState:
     :param World world: the processes of the run.
     """
 
-    def __init__(self, seed: int, device: torch.device, streams: Sequence[str] = (), world: World = LOCAL):
+    def __init__(self, seed: int, device: torch.device, streams: Sequence[str] = (), world: World = LOCAL) -> None:
         self.seed, self.device, self.names, self.world = seed, device, tuple(streams), world
         self.shuffle = torch.Generator().manual_seed(seed)
         self._seed_rank(world.seed(seed))
@@ -124,7 +124,7 @@ class RandomState:
         self.streams = {name: torch.Generator(device=self.device).manual_seed(seed + 1 + i) for i, name in enumerate(self.names)}
 
     def _own_state(self) -> dict:
-        state = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
+        state: Dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state()}
         state.update({name: generator.get_state() for name, generator in self.streams.items()})
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
@@ -184,7 +184,7 @@ class RandomState:
             (torch.cuda.set_rng_state_all if self.world.rank == 0 else torch.cuda.set_rng_state)(own["cuda"])
 
 
-def make_optimizer(config: LoopConfig, parameters) -> torch.optim.Optimizer:
+def make_optimizer(config: LoopConfig, parameters: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
     """
     The optimizer that ``config.optimizer`` names, over ``parameters``: with
     ``weight_decay``, Adam with decoupled weight decay (``AdamW``), and Pyro's
@@ -234,7 +234,7 @@ class Objective(abc.ABC):
     """The module trained; called through the argument ``network`` of :meth:`__call__`."""
 
     @abc.abstractmethod
-    def __call__(self, network: nn.Module, *batch, step: int) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+    def __call__(self, network: nn.Module, *batch: Any, step: int) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
         """``(loss per example, terms)`` of a batch at global step ``step``, computed by calling ``network``."""
 
     @abc.abstractmethod
@@ -285,7 +285,7 @@ class Trainer:
 
     def __init__(
         self, objective: Objective, config: LoopConfig, random: RandomState, world: World = LOCAL, monitor: Optional[Monitor] = None,
-    ):
+    ) -> None:
         self.objective = objective
         self.module = objective.network
         self.config = config
@@ -309,7 +309,7 @@ class Trainer:
         """Steps in an epoch of ``count`` examples (:func:`steps_per_epoch`)."""
         return steps_per_epoch(count, self.config.batch_size, self.world)
 
-    def step(self, *batch, global_count: Optional[int] = None, ends_window: bool = False) -> None:
+    def step(self, *batch: Optional[torch.Tensor], global_count: Optional[int] = None, ends_window: bool = False) -> None:
         """
         One descent step on this rank's share of a global batch of
         ``global_count`` examples (None: ``batch`` is the whole batch, in one
@@ -348,11 +348,12 @@ class Trainer:
         if not self._window:
             return torch.zeros(len(self.objective.terms), dtype=torch.float64)
         window = self.world.all_reduce_sum(torch.stack(self._window))
-        grad_norm, self._grad_norm = self._grad_norm, None
-        if grad_norm is not None:  # one transfer: the window's rows, then the norm
-            window = torch.cat([window, grad_norm.to(window.dtype).expand(1, window.shape[1])])
+        norm, self._grad_norm = self._grad_norm, None
+        if norm is not None:  # one transfer: the window's rows, then the norm
+            window = torch.cat([window, norm.to(window.dtype).expand(1, window.shape[1])])
         window = window.cpu().double()
-        if grad_norm is not None:
+        grad_norm: Optional[float] = None
+        if norm is not None:
             window, grad_norm = window[:-1], float(window[-1, 0])
         start, self._window = self._window_start, []
         examples, self._window_examples = self._window_examples, 0
@@ -363,7 +364,7 @@ class Trainer:
             raise NonFiniteLossError(f"epoch {epoch}, step {start + row + 1}: {self._describe(window[row])}")
         if self.monitor is not None:
             numbers = dict(zip((*self.objective.terms, "loss"), (float(total) / examples for total in window.sum(0))))
-            numbers["lr"] = self.optimizer.param_groups[0]["lr"]
+            numbers["lr"] = float(self.optimizer.param_groups[0]["lr"])
             if grad_norm is not None:
                 numbers["grad_norm"] = grad_norm
             self.monitor.window(self.global_step, numbers)

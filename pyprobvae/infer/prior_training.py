@@ -5,7 +5,7 @@ likelihood, with the one training loop (:class:`~pyprobvae.infer.loop.Trainer`).
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from torch import nn
 from ..config import setting
 from ..data import iterate_minibatches
 from ..distributed import LOCAL, World, current_world
+from ..priors.transformer import TransformerPrior
 from .loop import LoopConfig, Monitor, Objective, RandomState, Trainer
 
 # Batch size of the held-out NLL, which needs no gradients.
@@ -34,7 +35,7 @@ class PriorTrainConfig(LoopConfig):
 class CodeLogLikelihood(nn.Module):
     """``forward(codes)`` is ``prior.log_prob(codes)``, per sequence: the module that trains (and that ``DistributedDataParallel`` wraps)."""
 
-    def __init__(self, prior: nn.Module):
+    def __init__(self, prior: TransformerPrior) -> None:
         super().__init__()
         self.prior = prior
 
@@ -47,19 +48,21 @@ class CodeNLL(Objective):
 
     terms = ("NLL",)
 
-    def __init__(self, prior: nn.Module):
+    def __init__(self, prior: TransformerPrior) -> None:
         self.network = CodeLogLikelihood(prior)
 
-    def __call__(self, network, codes, *, step: int):
+    def __call__(  # type: ignore[override]  # a batch of this objective is its codes alone
+        self, network: nn.Module, codes: torch.Tensor, *, step: int
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor]]:
         nll = -network(codes)
         return nll, (nll,)
 
-    def record(self, means):
+    def record(self, means: Dict[str, float]) -> dict:
         return {"train_nll": means["NLL"]}
 
 
 @torch.no_grad()
-def dataset_nll(prior: nn.Module, codes: torch.Tensor, world: World = LOCAL) -> float:
+def dataset_nll(prior: TransformerPrior, codes: torch.Tensor, world: World = LOCAL) -> float:
     r"""
     Mean :math:`-\log p(c)` over the rows of ``codes`` (nats per sequence),
     in batches; under ``torch.distributed`` each rank takes a share of the rows.
@@ -73,7 +76,7 @@ def dataset_nll(prior: nn.Module, codes: torch.Tensor, world: World = LOCAL) -> 
 
 
 def train_prior(
-    prior: nn.Module,
+    prior: TransformerPrior,
     train_codes: torch.Tensor,
     test_codes: Optional[torch.Tensor] = None,
     config: Optional[PriorTrainConfig] = None,
@@ -130,7 +133,7 @@ def train_prior(
     world = current_world()
     random = RandomState(config.seed, train_codes.device, world=world)
     trainer = Trainer(CodeNLL(prior), config, random, world, monitor)
-    best = {"nll": math.inf, "state": None, "epoch": None}
+    best: Dict[str, Any] = {"nll": math.inf, "state": None, "epoch": None}
 
     def evaluate(epoch):
         numbers = {}

@@ -14,7 +14,7 @@ writes the checkpoint (:mod:`pyprobvae.distributed`).
 
 import os
 from dataclasses import dataclass, fields
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -62,7 +62,7 @@ class TrainConfig(LoopConfig):
 
     retired = {"estimator": lambda value: {"objective": "elbo" if value == "pathwise" else value}}
 
-    def check(self):
+    def check(self) -> None:
         super().check()
         try:
             self.estimator()
@@ -103,7 +103,7 @@ class ELBOLoss(nn.Module):
         ELBO, pathwise, with closed-form KL where available.
     """
 
-    def __init__(self, model: nn.Module, estimator: Optional[Estimator] = None):
+    def __init__(self, model: nn.Module, estimator: Optional[Estimator] = None) -> None:
         super().__init__()
         self.model = model
         self.estimator = estimator if estimator is not None else ELBO()
@@ -115,7 +115,8 @@ class ELBOLoss(nn.Module):
         :param float kl_weight: the weight on the KL in the objective.
         """
         args = (x,) if y is None else (x, y)
-        return self.estimator(self.model.model, self.model.guide, *args, kl_weight=kl_weight, register=False)
+        model: Any = self.model  # a LatentVariableModel: pyprobvae.models, above this layer, defines model and guide
+        return self.estimator(model.model, model.guide, *args, kl_weight=kl_weight, register=False)
 
 
 class ELBOObjective(Objective):
@@ -144,7 +145,7 @@ class ELBOObjective(Objective):
 
     terms = ("log-likelihood", "KL", "penalty", "bound")
 
-    def __init__(self, loss: ELBOLoss, warmup_steps: int = 0, beta: float = 1.0):
+    def __init__(self, loss: ELBOLoss, warmup_steps: int = 0, beta: float = 1.0) -> None:
         self.network = loss
         self.warmup_steps = warmup_steps
         self.beta = beta
@@ -153,11 +154,13 @@ class ELBOObjective(Objective):
         r""":math:`\beta_t` at global step ``step`` (counted from 0)."""
         return self.beta if self.warmup_steps == 0 else self.beta * min(1.0, (step + 1) / self.warmup_steps)
 
-    def __call__(self, network, x, y=None, *, step: int):
+    def __call__(  # type: ignore[override]  # a batch of this objective is the data and its labels
+        self, network: nn.Module, x: torch.Tensor, y: Optional[torch.Tensor] = None, *, step: int
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
         estimate = network(x, y, self.kl_weight(step))
         return -estimate.objective, (*estimate.terms, estimate.bound)
 
-    def record(self, means):
+    def record(self, means: Dict[str, float]) -> dict:
         record = {"train_elbo": means["log-likelihood"] - means["KL"], "train_kl": means["KL"]}
         if not isinstance(self.network.estimator, ELBO):
             record["train_bound"] = means["bound"]
@@ -285,12 +288,13 @@ def fit(
     world = current_world()
     device = resolve_device(config.device)
     model.to(device)
+    interface: Any = model  # a LatentVariableModel: pyprobvae.models, above this layer, defines labels and likelihood
     train = train.to(device)
-    train_x, train_y = _training_data(model, train.x, config), model.labels(train)
+    train_x, train_y = _training_data(model, train.x, config), interface.labels(train)
     if test is not None:
         test = test.to(device)
-        test_x, test_y = evaluation_data(test, config.binarize), model.labels(test)
-        model.likelihood.check_data(test_x, "test data")
+        test_x, test_y = evaluation_data(test, config.binarize), interface.labels(test)
+        interface.likelihood.check_data(test_x, "test data")
     random = RandomState(config.seed, device, streams=("binarize",), world=world)
     loss = ELBOLoss(model, config.estimator())
     warmup_steps = config.kl_warmup_epochs * steps_per_epoch(len(train_x), config.batch_size, world)

@@ -4,7 +4,7 @@ one difference from the VAE is visible: a point guide and no prior term.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pyro
 import pyro.distributions as dist
@@ -52,6 +52,7 @@ class Autoencoder(VAE):
 
     Config = AEConfig
     description = "the autoencoder"
+    config: AEConfig  # type: ignore[assignment]  # not a VAEConfig: the autoencoder has no family and no prior
     generative = False
     unused_training_settings = ("beta", "free_bits", "objective", "particles", "gradient")
     inapplicable = {name: _POINT_GUIDE.format(name) for name in ("family", "num_components", "flow", "flow_depth")}
@@ -62,7 +63,7 @@ class Autoencoder(VAE):
         encoder = nn.Sequential(features, nn.Linear(features.out_features, config.latent_dim))
         return encoder, decoder, StandardNormal(config.latent_dim)
 
-    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         r"""
         :math:`p(x \mid z)` under a flat code distribution, for a batch ``x``.
 
@@ -77,7 +78,7 @@ class Autoencoder(VAE):
             z = pyro.sample("z", dist.ImproperUniform(constraints.real, (x.shape[0],), (self.latent_dim,)))
             pyro.sample("x", self.decoder(z), obs=x)
 
-    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         """
         The point guide :math:`z = f(x)`.
 
@@ -100,7 +101,9 @@ class Autoencoder(VAE):
         return self.encoder(x, *self.condition(y, x.shape[0]))
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, temperature: float = 1.0, fitted_to: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample(  # type: ignore[override]  # the draws are given what this model takes: data to fit
+        self, num_samples: int, *, temperature: float = 1.0, fitted_to: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         r"""
         Decode random codes: :math:`z \sim \mathcal{N}(0, I)` by default, or
         :math:`z \sim \mathcal{N}(m, S)` with the mean :math:`m` and covariance
@@ -122,14 +125,27 @@ class Autoencoder(VAE):
         gaussian = dist.MultivariateNormal(codes.mean(0), covariance + jitter)
         return self.decode(tempered_sample(gaussian.expand((num_samples,)), temperature))
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
+    def sampling_plan(
+        self,
+        num_samples: int,
+        *,
+        label: Optional[int] = None,
+        codes: Optional[str] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        training_data: Optional[Callable[[], torch.Tensor]] = None,
+    ) -> SamplingPlan:
         r"""``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from :math:`\mathcal{N}(0, I)`."""
         self._refuse(label=label, top_k=top_k, top_p=top_p)
         if codes not in (None,) + CODE_SOURCES:
             raise ValueError(f"unknown code source {codes!r}; choose one of {', '.join(CODE_SOURCES)}")
-        return SamplingPlan(num_samples, None, {"fitted_to": training_data()} if codes == "fitted" else {})
+        if codes != "fitted":
+            return SamplingPlan(num_samples, None, {})
+        if training_data is None:
+            raise ValueError("codes='fitted' draws from a Gaussian fitted to the training codes: give training_data")
+        return SamplingPlan(num_samples, None, {"fitted_to": training_data()})
 
-    def scored_samples(self, num_samples, training_data):
+    def scored_samples(self, num_samples: int, training_data: Callable[[], torch.Tensor]) -> Dict[str, SamplingPlan]:
         r"""Decoded codes from :math:`\mathcal{N}(0, I)` and from a Gaussian fitted to the training codes."""
         return {
             "standard_normal": SamplingPlan(num_samples, None, {}),

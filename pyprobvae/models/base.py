@@ -22,14 +22,16 @@ line registering it in :mod:`pyprobvae.models.registry`.
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, NamedTuple, Optional, Sequence, Tuple, Type, TypeVar
 
 import torch
 from torch import nn
 
-from ..config import Config, setting
+from ..config import Config, ConfigError, setting
+from ..data import Dataset
 from ..evaluation import EvaluationConfig
-from ..likelihoods import LIKELIHOODS, default_likelihood
+from ..likelihoods import LIKELIHOODS, Likelihood, default_likelihood
+from ..priors import TransformerPrior, TransformerPriorConfig
 
 NETWORKS = ("mlp", "conv")
 """The encoder and decoder networks, ``ModelConfig.network`` (and ``--network``)."""
@@ -56,7 +58,7 @@ class ModelConfig(Config):
     hidden: Tuple[int, ...] = setting((256,), minimum=1, maximum=65536)
     """Hidden widths of the mlp networks, e.g. 400 or 512,256 (the decoder reverses them)."""
 
-    def for_data(self, dataset) -> "ModelConfig":
+    def for_data(self: "_ModelConfigT", dataset: Dataset) -> "_ModelConfigT":
         """
         This config completed for a data set (:meth:`data_settings`).
 
@@ -64,7 +66,7 @@ class ModelConfig(Config):
         """
         return self.replace(**self.data_settings(dataset))
 
-    def data_settings(self, dataset) -> dict:
+    def data_settings(self, dataset: Dataset) -> dict:
         """
         The settings a data set decides: its shape and levels, and its
         default likelihood unless one was chosen
@@ -75,6 +77,22 @@ class ModelConfig(Config):
             num_levels=dataset.num_levels,
             likelihood=self.likelihood or default_likelihood(dataset),
         )
+
+
+_T = TypeVar("_T")
+_ModelConfigT = TypeVar("_ModelConfigT", bound=ModelConfig)
+
+
+def _derived(value: Optional[_T], name: str) -> _T:
+    """
+    ``value``, the derived setting ``name`` of a config completed for its
+    data (:meth:`ModelConfig.for_data`), which a model is built from.
+
+    :raises ConfigError: when it is None: the config was not completed.
+    """
+    if value is None:
+        raise ConfigError(f"{name} is not set: complete the config for the data (ModelConfig.for_data) before building the model")
+    return value
 
 
 class Exhibit(NamedTuple):
@@ -125,7 +143,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         :meth:`ModelConfig.for_data`).
     """
 
-    Config: ClassVar[type] = ModelConfig
+    Config: ClassVar[Type[ModelConfig]] = ModelConfig
     """The model's settings dataclass."""
     description: ClassVar[str] = "a latent-variable model"
     """How messages name the model, e.g. ``"the conditional VAE"``."""
@@ -142,14 +160,14 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
     summary_keys: ClassVar[Tuple[str, ...]] = ("test_elbo", "test_nll", "iwae_samples", "kl", "active_units")
     """The numbers the command line prints after training."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
 
     # ---------------------------------------------------------------- Pyro
 
     @abc.abstractmethod
-    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         """
         The generative model :math:`p(x, z)` for a batch ``x`` of shape ``(batch,
         *data_shape)``, every site inside the plate ``"data"``.
@@ -161,14 +179,14 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         """
 
     @abc.abstractmethod
-    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         r"""The guide :math:`q(z \mid x)` for a batch ``x`` (see :meth:`model`)."""
 
     # --------------------------------------------------------------- verbs
 
     @property
     @abc.abstractmethod
-    def likelihood(self):
+    def likelihood(self) -> Likelihood:
         """The :class:`~pyprobvae.likelihoods.Likelihood` ending the decoder."""
 
     @property
@@ -188,7 +206,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         return self.decode(self.encode(x, y), y)
 
     @abc.abstractmethod
-    def sample(self, num_samples: int, *, temperature: float = 1.0, **given) -> torch.Tensor:
+    def sample(self, num_samples: int, *, temperature: float = 1.0, **given: Any) -> torch.Tensor:
         """
         Decoded draws from the prior, shape ``(num_samples, *data_shape)``.
 
@@ -200,7 +218,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
             ``top_k``); see :meth:`sampling_plan`.
         """
 
-    def complete(self, x: torch.Tensor, kept_positions: int, **sampling) -> torch.Tensor:
+    def complete(self, x: torch.Tensor, kept_positions: int, **sampling: Any) -> torch.Tensor:
         """Decoded draws of the codes after the first ``kept_positions`` of ``x``'s, given those (models with ordered discrete codes)."""
         raise ValueError(f"{self.description} has no sequence of discrete codes to complete; that takes a VQ-VAE run")
 
@@ -208,7 +226,10 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         """How many codes :meth:`complete` keeps for the top half of an image, or the first ``tokens`` tokens."""
         raise ValueError(f"{self.description} has no sequence of discrete codes to complete; that takes a VQ-VAE run")
 
-    def interpolate(self, x0, x1, steps: int = 8, method: str = "linear", y0=None, y1=None) -> torch.Tensor:
+    def interpolate(
+        self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8, method: str = "linear",
+        y0: Optional[torch.Tensor] = None, y1: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Decoded paths between the codes of ``x0`` and ``x1``, shape ``(batch, steps, *data_shape)``."""
         raise ValueError(f"{self.description} has no path between its codes to interpolate")
 
@@ -219,11 +240,13 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
             f"{self.description} takes no labels"
         )
 
-    def traverse(self, x, dims, values, y=None) -> torch.Tensor:
+    def traverse(
+        self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Latent traversals of one input (see :meth:`pyprobvae.models.VAE.traverse`)."""
         raise ValueError(f"{self.description} has no latent dimensions to traverse")
 
-    def traversal_order(self, x, y=None) -> List[int]:
+    def traversal_order(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> List[int]:
         """The latent dimensions in the order to show them, most informative first."""
         raise ValueError(f"{self.description} has no latent dimensions to traverse")
 
@@ -245,7 +268,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------ policy for runs
 
-    def labels(self, dataset) -> Optional[torch.Tensor]:
+    def labels(self, dataset: Dataset) -> Optional[torch.Tensor]:
         """
         The labels the model takes with ``dataset``: None for an
         unconditional model (which ignores the data set's labels).
@@ -307,7 +330,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         """A note for the user about how samples are drawn now (e.g. before a prior is trained), or None."""
         return None
 
-    def attach_code_prior(self, config) -> nn.Module:
+    def attach_code_prior(self, config: TransformerPriorConfig) -> TransformerPrior:
         """
         Give the model a learned prior over its discrete codes (stage 2 of a
         VQ-VAE), described by ``config``, and return it for training.

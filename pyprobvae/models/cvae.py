@@ -6,18 +6,20 @@ example of a chosen class.
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, setting
+from ..data import Dataset
 from ..families import make_family
+from ..likelihoods import Likelihood
 from ..networks import MLP, Conditioned, ConvFeatureMap
 from ..networks.conv_latent import FEATURES as CONV_FEATURES
 from ..priors import LabelConditionalNormal, StandardNormal
-from .base import Exhibit, SamplingPlan
+from .base import Exhibit, SamplingPlan, _derived
 from .vae import VAE, VAEConfig, decoder_network
 
 PRIORS = ("standard", "learned")
@@ -37,7 +39,7 @@ class CVAEConfig(VAEConfig):
     num_classes: Optional[int] = setting(None, derived=True)
     """Number of label classes; taken from the data set."""
 
-    def data_settings(self, dataset) -> dict:
+    def data_settings(self, dataset: Dataset) -> dict:
         if dataset.y is None:
             raise ValueError(f"the conditional VAE needs labelled data, but {dataset.name} has no labels")
         return {**super().data_settings(dataset), "num_classes": dataset.num_classes}
@@ -99,6 +101,7 @@ class ConditionalVAE(VAE):
     Config = CVAEConfig
     description = "the conditional VAE"
     conditional = True
+    config: CVAEConfig
 
     def _networks(self, config, likelihood):
         classes = config.num_classes
@@ -116,10 +119,10 @@ class ConditionalVAE(VAE):
 
     @property
     def num_classes(self) -> int:
-        return self.config.num_classes
+        return _derived(self.config.num_classes, "num_classes")
 
     @property
-    def likelihood(self):
+    def likelihood(self) -> Likelihood:
         return self.decoder.net[-1]
 
     def condition(self, y: Optional[torch.Tensor], batch_size: int) -> tuple:
@@ -151,7 +154,9 @@ class ConditionalVAE(VAE):
         return (y,)
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample(  # type: ignore[override]  # the draws are given what this model takes: labels
+        self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         r"""
         Draw :math:`z \sim p(z \mid y)`, temper it as :meth:`VAE.sample
         <pyprobvae.models.VAE.sample>` does, and decode it with label :math:`y`.
@@ -212,7 +217,7 @@ class ConditionalVAE(VAE):
         z = prior.mean + prior.stddev * eps.reshape(-1, self.latent_dim)
         return self._decode(z, (labels,)).reshape((num_paths, steps) + self.data_shape)
 
-    def labels(self, dataset) -> torch.Tensor:
+    def labels(self, dataset: Dataset) -> torch.Tensor:
         """
         The data set's labels, checked against the model's classes.
 
@@ -224,7 +229,16 @@ class ConditionalVAE(VAE):
         self.condition(dataset.y, len(dataset))
         return dataset.y
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
+    def sampling_plan(
+        self,
+        num_samples: int,
+        *,
+        label: Optional[int] = None,
+        codes: Optional[str] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        training_data: Optional[Callable[[], torch.Tensor]] = None,
+    ) -> SamplingPlan:
         """
         Samples of class ``label``; without one, every class in turn, one row
         per class (``num_samples`` rounded up to a multiple of the number of
@@ -238,7 +252,7 @@ class ConditionalVAE(VAE):
         self.condition(y, num_samples)
         return SamplingPlan(num_samples, None, {"y": y})
 
-    def scored_samples(self, num_samples, training_data):
+    def scored_samples(self, num_samples: int, training_data: Callable[[], torch.Tensor]) -> Dict[str, SamplingPlan]:
         """Every class in turn (:meth:`balanced_labels`), scored on conditional accuracy as well."""
         return {"prior": SamplingPlan(num_samples, None, {"y": self.balanced_labels(num_samples)})}
 

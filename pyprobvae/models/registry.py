@@ -11,7 +11,7 @@ command line, run folders, training and evaluation pick it up from here.
 """
 
 import dataclasses
-from typing import Dict, Sequence, Union
+from typing import Any, Dict, Sequence, Type, TypeVar, Union, cast
 
 from ..config import ConfigError
 from .ae import Autoencoder
@@ -20,19 +20,21 @@ from .cvae import ConditionalVAE
 from .vae import VAE
 from .vqvae import VQVAE
 
-MODELS: Dict[str, type] = {}
+MODELS: Dict[str, Type[LatentVariableModel]] = {}
 """The registered model classes by name (the ``model`` setting)."""
+
+_ModelT = TypeVar("_ModelT", bound=LatentVariableModel)
 
 DEFAULT_MODEL = "vae"
 """The model trained when none is named."""
 
 
-def model_name(cls: type) -> str:
+def model_name(cls: Type[LatentVariableModel]) -> str:
     """The name a model class is registered under (its config's ``model`` default)."""
-    return cls.Config.__dataclass_fields__["model"].default
+    return cast(str, cls.Config.__dataclass_fields__["model"].default)  # ModelConfig.model has a string default
 
 
-def register_model(cls: type) -> type:
+def register_model(cls: Type[_ModelT]) -> Type[_ModelT]:
     """
     Register a :class:`~pyprobvae.models.base.LatentVariableModel` subclass
     under the default of its config's ``model`` field (usable as a class
@@ -49,7 +51,7 @@ for _cls in (VAE, Autoencoder, ConditionalVAE, VQVAE):
     register_model(_cls)
 
 
-def model_class(name: str) -> type:
+def model_class(name: str) -> Type[LatentVariableModel]:
     """The model class registered as ``name``."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
@@ -61,7 +63,7 @@ def setting_owners(setting: str) -> list:
     return [cls for cls in MODELS.values() if setting in {f.name for f in dataclasses.fields(cls.Config)}]
 
 
-def inapplicable_reason(cls: type, setting: str, spelled: str, model_spelled: str = "model {}") -> str:
+def inapplicable_reason(cls: Type[LatentVariableModel], setting: str, spelled: str, model_spelled: str = "model {}") -> str:
     """
     Why ``setting`` (spelled ``spelled`` in the caller's terms, e.g.
     ``"--prior"``) does not apply to the model ``cls``, naming the models it
@@ -76,7 +78,7 @@ def inapplicable_reason(cls: type, setting: str, spelled: str, model_spelled: st
     return f"{spelled} does not apply to {here}; it is a setting of {', '.join(o.description for o in owners)}"
 
 
-def model_config(model: str = DEFAULT_MODEL, **settings) -> ModelConfig:
+def model_config(model: str = DEFAULT_MODEL, **settings: Any) -> ModelConfig:
     """
     The config of the model registered as ``model`` with the given settings
     (the others at their defaults).
@@ -116,7 +118,7 @@ def build_model(config: Union[ModelConfig, dict]) -> LatentVariableModel:
     return model_class(config.model)(config)
 
 
-def build_vae(data_shape: Sequence[int], model: str = DEFAULT_MODEL, **settings) -> LatentVariableModel:
+def build_vae(data_shape: Sequence[int], model: str = DEFAULT_MODEL, **settings: Any) -> LatentVariableModel:
     """
     Shorthand for ``build_model(model_config(model, data_shape=data_shape,
     **settings))``: any registered model (``"vae"`` by default) for examples of

@@ -4,10 +4,11 @@ Pyro model/guide pair.
 """
 
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, List, Optional, Protocol, Sequence, Tuple, Type
 
 import pyro
 import torch
+from pyro.distributions import TorchDistribution
 from torch import nn
 
 from .. import interpolation
@@ -21,11 +22,11 @@ from ..evaluation.metrics import (
 )
 from ..families import FAMILIES, FLOWS, make_family
 from ..infer.training import dataset_elbo
-from ..likelihoods import make_likelihood
+from ..likelihoods import Likelihood, make_likelihood
 from ..networks import MLP, ConvVectorDecoder, ConvVectorEncoder
 from ..distributions import tempered_sample
 from ..priors import PRIORS, MixturePrior, StandardNormal, VampPrior
-from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
+from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan, _derived
 
 # Draws averaged for the posterior mean of a family without a closed form.
 POSTERIOR_MEAN_SAMPLES = 256
@@ -54,7 +55,7 @@ class VAEConfig(ModelConfig):
     prior_components: int = setting(10, minimum=1, maximum=4096, since="0.3.0")
     """Components K of the mixture prior, pseudo-inputs K of the VampPrior."""
 
-    def check(self):
+    def check(self) -> None:
         if self.likelihood == "tokens":
             raise ConfigError(
                 f"token sequences (text) need the VQ-VAE's embedding network (model='vqvae'), not {self.model!r}"
@@ -79,7 +80,16 @@ def encoder_features(config: ModelConfig) -> nn.Module:
     return MLP(config.data_shape, config.hidden)
 
 
-def decoder_network(config: ModelConfig, likelihood, condition_features: int = 0) -> nn.Module:
+class _CodeSettings(Protocol):
+    """The settings of a model with a continuous code (:class:`VAEConfig`, and the autoencoder's)."""
+
+    data_shape: Tuple[int, ...]
+    network: str
+    hidden: Tuple[int, ...]
+    latent_dim: int
+
+
+def decoder_network(config: _CodeSettings, likelihood: Likelihood, condition_features: int = 0) -> nn.Module:
     """
     The decoder's network of ``config.network``, from :math:`z` (with
     ``condition_features`` appended, e.g. a one-hot label) to the outputs of
@@ -121,12 +131,16 @@ class VAE(LatentVariableModel):
     :param VAEConfig config: the architecture.
     """
 
-    Config = VAEConfig
+    Config: ClassVar[Type[ModelConfig]] = VAEConfig  # the autoencoder, a VAE, has its own
     description = "the VAE"
+    config: VAEConfig
 
-    def __init__(self, config: VAEConfig):
+    def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
-        likelihood = make_likelihood(config.likelihood, config.data_shape, config.num_levels, config.gaussian_scale, config.learn_scale)
+        likelihood = make_likelihood(
+            _derived(config.likelihood, "likelihood"), config.data_shape, config.num_levels, config.gaussian_scale,
+            config.learn_scale,
+        )
         self.encoder, self.decoder, self.prior = self._networks(config, likelihood)
 
     def _networks(self, config, likelihood):
@@ -149,7 +163,7 @@ class VAE(LatentVariableModel):
         return StandardNormal(config.latent_dim)
 
     @property
-    def likelihood(self):
+    def likelihood(self) -> Likelihood:
         return self.decoder[-1]
 
     @property
@@ -170,15 +184,15 @@ class VAE(LatentVariableModel):
             )
         return ()
 
-    def posterior(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
+    def posterior(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> TorchDistribution:
         r"""The guide's distribution :math:`q(z \mid x)` (:math:`q(z \mid x, y)` for a conditional model), batch shape ``(batch,)``."""
         return self.encoder(x, *self.condition(y, x.shape[0]))
 
-    def prior_distribution(self, batch_size: int, y: Optional[torch.Tensor] = None):
+    def prior_distribution(self, batch_size: int, y: Optional[torch.Tensor] = None) -> TorchDistribution:
         r"""The prior :math:`p(z)` (:math:`p(z \mid y)` for a conditional model), batch shape ``(batch_size,)``."""
         return self.prior(batch_size, *self.condition(y, batch_size))
 
-    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         r"""
         :math:`p(x, z) = p(z)\, p(x \mid z)` for a batch ``x`` of shape ``(batch, *data_shape)``.
 
@@ -196,7 +210,7 @@ class VAE(LatentVariableModel):
             z = pyro.sample("z", self.prior(x.shape[0], *condition))
             pyro.sample("x", self.decoder(z, *condition), obs=x)
 
-    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         r"""
         :math:`q(z \mid x)` for a batch ``x`` of shape ``(batch, *data_shape)``.
 
@@ -238,7 +252,9 @@ class VAE(LatentVariableModel):
         return self.decoder(z, *condition).mean
 
     @torch.no_grad()
-    def sample(self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def sample(  # type: ignore[override]  # the draws are given what this model takes: labels
+        self, num_samples: int, *, temperature: float = 1.0, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         r"""
         Draw :math:`z \sim p(z)`, scale its deviation from the prior mean
         :math:`m` by the temperature, :math:`z_T = m + T (z - m)`, and decode
@@ -257,7 +273,9 @@ class VAE(LatentVariableModel):
         return self._decode(tempered_sample(prior, temperature), condition)
 
     @torch.no_grad()
-    def traverse(self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def traverse(
+        self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor, y: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """
         Latent traversals: encode one input, then set one latent dimension at a
         time to each of ``values`` while holding the others at the input's
@@ -384,11 +402,20 @@ class VAE(LatentVariableModel):
         kl_dims = kl_per_dimension(self, x, y) if self.generative else None
         return {} if kl_dims is None else {"kl_per_dim": kl_dims.tolist()}
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
+    def sampling_plan(
+        self,
+        num_samples: int,
+        *,
+        label: Optional[int] = None,
+        codes: Optional[str] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        training_data: Optional[Callable[[], torch.Tensor]] = None,
+    ) -> SamplingPlan:
         self._refuse(label=label, codes=codes, top_k=top_k, top_p=top_p)
         return SamplingPlan(num_samples, None, {})
 
-    def exhibits(self, x, y, labels) -> List[Exhibit]:
+    def exhibits(self, x: torch.Tensor, y: Optional[torch.Tensor], labels: Optional[torch.Tensor]) -> List[Exhibit]:
         """
         The latent space (posterior means of the test set), and for image
         data reconstructions, an interpolation strip between test codes and

@@ -7,7 +7,7 @@ codebook and commitment terms as guide factors.
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Callable, List, NoReturn, Optional, Tuple, cast
 
 import pyro
 import pyro.distributions as dist
@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, setting
+from ..data import Dataset
 from ..evaluation.metrics import EvaluationConfig, code_usage, codes_used, perplexity
 from ..families.quantizer import VectorQuantizer
 from ..infer.training import dataset_elbo
-from ..likelihoods import make_likelihood
+from ..likelihoods import Likelihood, make_likelihood
 from ..networks import MLP, ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEncoder2d
 from ..priors import CodebookPrior, TransformerPrior, TransformerPriorConfig
-from .base import NETWORKS, Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
+from .base import NETWORKS, Exhibit, LatentVariableModel, ModelConfig, SamplingPlan, _derived
 
 TOKENS_PER_CODE_CHOICES = (1, 2, 4, 8)
 CODEBOOK_SIZE = 64
@@ -69,12 +70,12 @@ class VQVAEConfig(ModelConfig):
     code_prior: Optional[TransformerPriorConfig] = setting(None, derived=True)
     """The learned prior over the codes, once train-prior has fitted one (stage 2); None: uniform."""
 
-    def data_settings(self, dataset) -> dict:
+    def data_settings(self, dataset: Dataset) -> dict:
         """The data's settings (:meth:`ModelConfig.data_settings`) and, unless chosen, its codebook size."""
         settings = super().data_settings(dataset)
         return {**settings, "codebook_size": self.codebook_size or default_codebook_size(settings["likelihood"])}
 
-    def check(self):
+    def check(self) -> None:
         if self.likelihood == "tokens" and self.network == "conv" and len(self.data_shape) == 1:
             (length,) = self.data_shape
             if length % self.tokens_per_code:
@@ -130,27 +131,31 @@ class VQVAE(LatentVariableModel):
 
     Config = VQVAEConfig
     description = "a VQ-VAE"
+    config: VQVAEConfig
     discrete_codes = True
     unused_training_settings = ("kl_warmup_epochs", "beta", "free_bits", "objective", "particles", "gradient")
     summary_keys = ("test_nll", "bits_per_dim", "prior", "recon_mse", "recon_accuracy", "codebook_perplexity", "codes_used")
 
-    def __init__(self, config: VQVAEConfig):
+    def __init__(self, config: VQVAEConfig) -> None:
         if config.codebook_size is None:
             config = config.replace(codebook_size=default_codebook_size(config.likelihood))
         super().__init__(config)
-        likelihood = make_likelihood(config.likelihood, config.data_shape, config.num_levels, config.gaussian_scale, config.learn_scale)
+        likelihood = make_likelihood(
+            _derived(config.likelihood, "likelihood"), config.data_shape, config.num_levels, config.gaussian_scale,
+            config.learn_scale,
+        )
         self.encoder, decoder_net, self.num_positions = _networks(config, likelihood)
         self.decoder = nn.Sequential(decoder_net, likelihood)
         self.quantizer = VectorQuantizer(
-            config.codebook_size, config.code_dim, ema=config.ema, decay=config.decay,
+            _derived(config.codebook_size, "codebook_size"), config.code_dim, ema=config.ema, decay=config.decay,
             min_usage=config.min_usage, usage_decay=config.usage_decay,
         )
         self.code_prior = None if config.code_prior is None else TransformerPrior(config.code_prior)
 
     @property
-    def likelihood(self):
+    def likelihood(self) -> Likelihood:
         """The :class:`~pyprobvae.likelihoods.Likelihood` ending the decoder."""
-        return self.decoder[-1]
+        return cast(Likelihood, self.decoder[-1])
 
     @property
     def codebook_size(self) -> int:
@@ -166,7 +171,7 @@ class VQVAE(LatentVariableModel):
         """:math:`p(z)`: the codebook grids under the current prior over codes."""
         return CodebookPrior(self.quantizer, self.code_prior, batch_size, self.num_positions)
 
-    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         r"""
         :math:`p(x, k) = p(k)\, p(x \mid e_k)` for a batch ``x`` of shape ``(batch, *data_shape)``.
 
@@ -183,7 +188,7 @@ class VQVAE(LatentVariableModel):
             z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.decoder(z), obs=x)
 
-    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True):
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, register: bool = True) -> None:
         """
         The deterministic guide: quantize the encoder's output, and add the
         codebook and commitment terms as factors.
@@ -223,7 +228,7 @@ class VQVAE(LatentVariableModel):
         return self.likelihood.decoded(self.decoder(self.quantizer.lookup(codes)))
 
     @torch.no_grad()
-    def sample(
+    def sample(  # type: ignore[override]  # the draws are given what this model takes: top_k, top_p
         self, num_samples: int, *, temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None
     ) -> torch.Tensor:
         r"""
@@ -241,7 +246,7 @@ class VQVAE(LatentVariableModel):
         return self.decode(self.prior(num_samples).sample_codes(num_samples, temperature, top_k, top_p))
 
     @torch.no_grad()
-    def complete(
+    def complete(  # type: ignore[override]  # the draws are given what this model takes: its sampling options
         self, x: torch.Tensor, kept_positions: int, *, temperature: float = 1.0, top_k: Optional[int] = None,
         top_p: Optional[float] = None,
     ) -> torch.Tensor:
@@ -346,7 +351,16 @@ class VQVAE(LatentVariableModel):
         counts = code_usage(self, x, batch_size)
         return {"codebook_perplexity": perplexity(counts), "codes_used": codes_used(counts)}
 
-    def sampling_plan(self, num_samples, *, label=None, codes=None, top_k=None, top_p=None, training_data=None) -> SamplingPlan:
+    def sampling_plan(
+        self,
+        num_samples: int,
+        *,
+        label: Optional[int] = None,
+        codes: Optional[str] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        training_data: Optional[Callable[[], torch.Tensor]] = None,
+    ) -> SamplingPlan:
         """``top_k`` and ``top_p`` restrict each code to the most likely under a trained prior."""
         self._refuse(label=label, codes=codes)
         given = {name: value for name, value in (("top_k", top_k), ("top_p", top_p)) if value is not None}
@@ -357,15 +371,15 @@ class VQVAE(LatentVariableModel):
             return "no prior trained yet (pyprobvae train-prior RUN): sampling codes from the uniform prior, which ignores --temperature, --top-k and --top-p"
         return None
 
-    def interpolate(self, *args, **kwargs):
+    def interpolate(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ValueError("a VQ-VAE's codes are discrete: there is no path between them to interpolate")
 
-    def traverse(self, *args, **kwargs):
+    def traverse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ValueError("a VQ-VAE's codes are discrete: there are no latent dimensions to traverse")
 
     traversal_order = traverse
 
-    def exhibits(self, x, y, labels) -> List[Exhibit]:
+    def exhibits(self, x: torch.Tensor, y: Optional[torch.Tensor], labels: Optional[torch.Tensor]) -> List[Exhibit]:
         """
         Reconstructions of test data and decoded codes drawn from the current
         prior: 32 and 64 for images, 8 and 16 for text.
@@ -404,7 +418,7 @@ def default_codebook_size(likelihood: Optional[str]) -> int:
     return TEXT_CODEBOOK_SIZE if likelihood == "tokens" else CODEBOOK_SIZE
 
 
-def _networks(config: VQVAEConfig, likelihood):
+def _networks(config: VQVAEConfig, likelihood: Likelihood) -> Tuple[nn.Module, nn.Module, int]:
     """``(encoder, decoder network, P)`` of the config's network for its data."""
     data_shape = config.data_shape
     if config.network == "mlp":
@@ -419,9 +433,10 @@ def _networks(config: VQVAEConfig, likelihood):
         if len(data_shape) != 1:
             raise ConfigError(f"token sequences have data_shape (length,), got {data_shape}")
         halvings = config.tokens_per_code.bit_length() - 1
-        encoder = ConvEncoder1d(data_shape[0], config.num_levels, config.code_dim, downsamplings=halvings)
-        return encoder, ConvDecoder1d(data_shape[0], config.code_dim, config.num_levels, upsamplings=halvings), encoder.num_positions
+        vocab_size = _derived(config.num_levels, "num_levels")
+        tokens = ConvEncoder1d(data_shape[0], vocab_size, config.code_dim, downsamplings=halvings)
+        return tokens, ConvDecoder1d(data_shape[0], config.code_dim, vocab_size, upsamplings=halvings), tokens.num_positions
     if len(data_shape) != 3:
         raise ConfigError(f"the conv network takes images of shape (channels, height, width), got {data_shape}")
-    encoder = ConvEncoder2d(data_shape, config.code_dim)
-    return encoder, ConvDecoder2d(data_shape, config.code_dim, likelihood.outputs_per_dim), encoder.num_positions
+    images = ConvEncoder2d(data_shape, config.code_dim)
+    return images, ConvDecoder2d(data_shape, config.code_dim, likelihood.outputs_per_dim), images.num_positions

@@ -27,8 +27,9 @@ A residual block is ``h + conv1x1(relu(conv3x3(relu(h))))``.
 """
 
 import math
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
+import torch
 from torch import nn
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
@@ -85,14 +86,14 @@ class ResidualBlock(nn.Module):
     :param int channels: number of channels in and out.
     """
 
-    def __init__(self, dims: int, channels: int):
+    def __init__(self, dims: int, channels: int) -> None:
         super().__init__()
         conv = _CONV[dims]
         self.body = nn.Sequential(
             nn.ReLU(), conv(channels, channels, 3, padding=1), nn.ReLU(), conv(channels, channels, 1)
         )
 
-    def forward(self, h):
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.body(h)
 
 
@@ -122,7 +123,8 @@ def conv_encoder_body(
     """
     channels = _check_channels(channels)
     conv = _CONV[dims]
-    layers, width = [], in_channels
+    layers: List[nn.Module] = []
+    width = in_channels
     for i in range(downsamplings):
         out = channels[min(i, len(channels) - 1)]
         layers += [conv(width, out, 4, stride=2, padding=1), nn.ReLU()]
@@ -159,7 +161,7 @@ def conv_decoder_body(
     if not output_conv and upsamplings < 1:
         raise ValueError("a decoder without its output convolution needs at least one upsampling to end with")
     conv, conv_transpose = _CONV[dims], _CONV_TRANSPOSE[dims]
-    layers = [conv(code_dim, channels[0], 3, padding=1)]
+    layers: List[nn.Module] = [conv(code_dim, channels[0], 3, padding=1)]
     layers += [ResidualBlock(dims, channels[0]) for _ in range(residual_blocks)]
     width = channels[0]
     for i in range(upsamplings):
@@ -197,7 +199,10 @@ class ConvEncoder2d(nn.Module):
         ``W`` are not divisible by ``2**downsamplings``.
     """
 
-    def __init__(self, data_shape, code_dim: int, channels=(32, 64), downsamplings=None, residual_blocks: int = 2):
+    def __init__(
+        self, data_shape: Sequence[int], code_dim: int, channels: Sequence[int] = (32, 64),
+        downsamplings: Optional[int] = None, residual_blocks: int = 2,
+    ) -> None:
         super().__init__()
         self.data_shape = _image_shape(data_shape)
         if downsamplings is None:
@@ -207,7 +212,7 @@ class ConvEncoder2d(nn.Module):
         self.code_dim = code_dim
         self.body = conv_encoder_body(2, self.data_shape[0], code_dim, channels, downsamplings, residual_blocks)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.data_shape, "images")
         batch = x.shape[:-3]
         h = self.body(x.reshape((-1,) + self.data_shape))
@@ -238,8 +243,9 @@ class ConvDecoder2d(nn.Module):
     """
 
     def __init__(
-        self, data_shape, code_dim: int, outputs_per_dim: int, channels=(64, 32), upsamplings=None, residual_blocks: int = 2
-    ):
+        self, data_shape: Sequence[int], code_dim: int, outputs_per_dim: int, channels: Sequence[int] = (64, 32),
+        upsamplings: Optional[int] = None, residual_blocks: int = 2,
+    ) -> None:
         super().__init__()
         self.data_shape = _image_shape(data_shape)
         if upsamplings is None:
@@ -251,14 +257,16 @@ class ConvDecoder2d(nn.Module):
         out_channels = self.data_shape[0] * outputs_per_dim
         self.body = conv_decoder_body(2, code_dim, out_channels, channels, upsamplings, residual_blocks)
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         _check_input(z, (self.num_positions, self.code_dim), "codes")
         batch = z.shape[:-2]
         grid = z.reshape((-1,) + self.grid_shape + (self.code_dim,)).permute(0, 3, 1, 2)
         return likelihood_layout(self.body(grid), self.data_shape, self.outputs_per_dim, batch)
 
 
-def likelihood_layout(maps, data_shape, outputs_per_dim: int, batch: Tuple[int, ...]):
+def likelihood_layout(
+    maps: torch.Tensor, data_shape: Sequence[int], outputs_per_dim: int, batch: Tuple[int, ...]
+) -> torch.Tensor:
     """
     Decoder output maps ``(n, C * K, H, W)``, channel ``c * K + k`` holding
     output ``k`` of image channel ``c``, as the flat outputs the likelihoods
@@ -301,10 +309,10 @@ class ConvEncoder1d(nn.Module):
         vocab_size: int,
         code_dim: int,
         embed_dim: int = 64,
-        channels=(128, 128),
+        channels: Sequence[int] = (128, 128),
         downsamplings: int = 2,
         residual_blocks: int = 2,
-    ):
+    ) -> None:
         super().__init__()
         (self.num_positions,) = grid_shape_of((seq_len,), downsamplings)
         self.seq_len = seq_len
@@ -312,7 +320,7 @@ class ConvEncoder1d(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.body = conv_encoder_body(1, embed_dim, code_dim, channels, downsamplings, residual_blocks)
 
-    def forward(self, tokens):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         _check_input(tokens, (self.seq_len,), "token ids")
         batch = tokens.shape[:-1]
         h = self.embedding(tokens.reshape(-1, self.seq_len)).transpose(1, 2)
@@ -338,15 +346,16 @@ class ConvDecoder1d(nn.Module):
     """
 
     def __init__(
-        self, seq_len: int, code_dim: int, vocab_size: int, channels=(128, 128), upsamplings: int = 2, residual_blocks: int = 2
-    ):
+        self, seq_len: int, code_dim: int, vocab_size: int, channels: Sequence[int] = (128, 128), upsamplings: int = 2,
+        residual_blocks: int = 2,
+    ) -> None:
         super().__init__()
         (self.num_positions,) = grid_shape_of((seq_len,), upsamplings)
         self.seq_len = seq_len
         self.code_dim = code_dim
         self.body = conv_decoder_body(1, code_dim, vocab_size, channels, upsamplings, residual_blocks)
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         _check_input(z, (self.num_positions, self.code_dim), "codes")
         batch = z.shape[:-2]
         logits = self.body(z.reshape(-1, self.num_positions, self.code_dim).transpose(1, 2))

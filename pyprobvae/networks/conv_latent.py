@@ -51,8 +51,9 @@ stratified estimators need (the decoder sees ``(samples, batch, d)``).
 """
 
 import math
-from typing import Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
+import torch
 from torch import nn
 
 from ..config import ConfigError
@@ -86,7 +87,8 @@ def conv_image_grid(data_shape: Sequence[int]) -> Tuple[int, Tuple[int, int]]:
     if halvings < 1:
         raise ConfigError(f"{allowed}; got data_shape {data_shape}, whose sides do not halve to a grid of at least "
                           f"4x4: {instead}")
-    return halvings, grid_shape_of(data_shape[1:], halvings)
+    height, width = grid_shape_of(data_shape[1:], halvings)
+    return halvings, (height, width)
 
 
 class ConvFeatureMap(nn.Module):
@@ -103,14 +105,17 @@ class ConvFeatureMap(nn.Module):
     :raises ConfigError: for images the network does not take.
     """
 
-    def __init__(self, data_shape, channels=(16, 16), residual_blocks: int = 1, map_channels: int = 32):
+    def __init__(
+        self, data_shape: Sequence[int], channels: Sequence[int] = (16, 16), residual_blocks: int = 1,
+        map_channels: int = 32,
+    ) -> None:
         super().__init__()
         halvings, grid = conv_image_grid(data_shape)
         self.data_shape = tuple(data_shape)
         self.out_features = map_channels * math.prod(grid)
         self.body = conv_encoder_body(2, self.data_shape[0], map_channels, channels, halvings, residual_blocks)
 
-    def forward(self, images):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_input(images, self.data_shape, "images")
         batch = images.shape[:-3]
         return self.body(images.reshape((-1,) + self.data_shape)).reshape(batch + (self.out_features,))
@@ -130,7 +135,7 @@ class ConvVectorEncoder(nn.Sequential):
     :raises ConfigError: for images the network does not take.
     """
 
-    def __init__(self, data_shape, features: int = FEATURES, **map_options):
+    def __init__(self, data_shape: Sequence[int], features: int = FEATURES, **map_options: Any) -> None:
         feature_map = ConvFeatureMap(data_shape, **map_options)
         hidden = MLP(feature_map.out_features, (features,))
         super().__init__(feature_map, hidden)
@@ -157,9 +162,9 @@ class ConvVectorDecoder(nn.Module):
     """
 
     def __init__(
-        self, data_shape, in_features: int, outputs_per_dim: int, channels=(16, 16), residual_blocks: int = 1,
-        grid_channels: int = 64,
-    ):
+        self, data_shape: Sequence[int], in_features: int, outputs_per_dim: int, channels: Sequence[int] = (16, 16),
+        residual_blocks: int = 1, grid_channels: int = 64,
+    ) -> None:
         super().__init__()
         halvings, grid = conv_image_grid(data_shape)
         self.data_shape = tuple(data_shape)
@@ -171,7 +176,7 @@ class ConvVectorDecoder(nn.Module):
         out_channels = self.data_shape[0] * outputs_per_dim
         self.body = conv_decoder_body(2, grid_channels, out_channels, channels, halvings, residual_blocks, output_conv=False)
 
-    def forward(self, z):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         _check_input(z, (self.in_features,), "decoder inputs")
         maps = self.body(self.to_grid(z.reshape(-1, self.in_features)))
         return likelihood_layout(maps, self.data_shape, self.outputs_per_dim, z.shape[:-1])

@@ -4,7 +4,7 @@ one-hot label) to a network.
 """
 
 import math
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -40,11 +40,11 @@ class MLP(nn.Sequential):
         hidden: Sequence[int],
         out_features: Optional[int] = None,
         activation: type = nn.ReLU,
-    ):
+    ) -> None:
         in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         in_features = math.prod(in_shape)
         widths = [in_features, *hidden]
-        layers = [nn.Flatten(start_dim=-len(in_shape))] if len(in_shape) > 1 else []
+        layers: List[nn.Module] = [nn.Flatten(start_dim=-len(in_shape))] if len(in_shape) > 1 else []
         for width_in, width_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(width_in, width_out), activation()]
         if out_features is not None:
@@ -80,13 +80,13 @@ class Conditioned(nn.Module):
     :type body: torch.nn.Module or None
     """
 
-    def __init__(self, net: nn.Module, in_shape: Union[int, Sequence[int]], body: Optional[nn.Module] = None):
+    def __init__(self, net: nn.Module, in_shape: Union[int, Sequence[int]], body: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.net = net
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         self.body = body
 
-    def forward(self, inputs, condition):
+    def forward(self, inputs: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         if self.body is not None:
             features = self.body(inputs)
         else:

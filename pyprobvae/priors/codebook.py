@@ -7,9 +7,11 @@ from typing import Optional
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
-from torch import nn
+from torch.types import _size
 
+from ..families.quantizer import VectorQuantizer
 from .sampling import SamplingConfig
+from .transformer import TransformerPrior
 
 
 class CodebookPrior(TorchDistribution):
@@ -38,7 +40,9 @@ class CodebookPrior(TorchDistribution):
     arg_constraints = {}
     support = constraints.independent(constraints.real, 2)
 
-    def __init__(self, quantizer: nn.Module, code_prior: Optional[nn.Module], batch_size: int, num_positions: int):
+    def __init__(
+        self, quantizer: VectorQuantizer, code_prior: Optional[TransformerPrior], batch_size: int, num_positions: int
+    ) -> None:
         self.quantizer = quantizer
         self.code_prior = code_prior
         self.num_positions = num_positions
@@ -80,7 +84,7 @@ class CodebookPrior(TorchDistribution):
         drawn = torch.randint(size, (num_samples, self.num_positions - kept), device=device)
         return drawn if prefix is None else torch.cat([prefix.to(device=device, dtype=torch.long), drawn], 1)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape: _size = torch.Size()) -> torch.Tensor:
         count = math.prod(sample_shape) * self.batch_shape[0]
         codes = self.sample_codes(count)
-        return self.quantizer.lookup(codes).reshape(sample_shape + self.batch_shape + self.event_shape)
+        return self.quantizer.lookup(codes).reshape(torch.Size(sample_shape) + self.batch_shape + self.event_shape)

@@ -6,7 +6,7 @@ normal of the conditional VAE.
 from typing import Optional
 
 import torch
-from pyro.distributions import Normal
+from pyro.distributions import Independent, Normal
 from torch import nn
 
 
@@ -21,13 +21,16 @@ class StandardNormal(nn.Module):
     :param int latent_dim: dimension of :math:`z`.
     """
 
-    def __init__(self, latent_dim: int):
+    loc: torch.Tensor  # buffers
+    scale: torch.Tensor
+
+    def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))
 
-    def forward(self, batch_size: int, labels: Optional[torch.Tensor] = None):
+    def forward(self, batch_size: int, labels: Optional[torch.Tensor] = None) -> Independent:
         return Normal(self.loc, self.scale, validate_args=False).expand([batch_size, self.latent_dim]).to_event(1)
 
 
@@ -49,7 +52,7 @@ class LabelConditionalNormal(nn.Module):
     :param int latent_dim: dimension of :math:`z`.
     """
 
-    def __init__(self, num_classes: int, latent_dim: int):
+    def __init__(self, num_classes: int, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.loc = nn.Linear(num_classes, latent_dim, bias=False)
@@ -57,7 +60,7 @@ class LabelConditionalNormal(nn.Module):
         nn.init.zeros_(self.loc.weight)
         nn.init.zeros_(self.log_scale.weight)
 
-    def forward(self, batch_size: int, labels: torch.Tensor):
+    def forward(self, batch_size: int, labels: torch.Tensor) -> Independent:
         """
         :param int batch_size: number of codes.
         :param torch.Tensor labels: label vectors, shape ``(batch_size, num_classes)``.

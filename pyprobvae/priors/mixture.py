@@ -13,7 +13,7 @@ sampled :math:`\log q(z \mid x) - \log p(z)` with these priors.
   Mixture Variational Autoencoders", arXiv:1611.02648 (a learned mixture prior).
 """
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -48,7 +48,7 @@ class MixturePrior(nn.Module):
     :param int num_components: :math:`K`.
     """
 
-    def __init__(self, latent_dim: int, num_components: int):
+    def __init__(self, latent_dim: int, num_components: int) -> None:
         super().__init__()
         if num_components < 1:
             raise ValueError(f"a mixture prior needs num_components >= 1, got {num_components}")
@@ -58,7 +58,7 @@ class MixturePrior(nn.Module):
         self.log_scales = nn.Parameter(torch.zeros(num_components, latent_dim))
         self.logits = nn.Parameter(torch.zeros(num_components))
 
-    def forward(self, batch_size: int, labels=None) -> MixtureOfDiagonalNormals:
+    def forward(self, batch_size: int, labels: Optional[torch.Tensor] = None) -> MixtureOfDiagonalNormals:
         """:math:`p(z)` with batch shape ``(batch_size,)``; ``labels`` are ignored."""
         return MixtureOfDiagonalNormals(self.locs, self.log_scales.exp(), self.logits, validate_args=False).expand((batch_size,))
 
@@ -103,7 +103,7 @@ class VampPrior(nn.Module):
     :param int num_components: :math:`K`.
     """
 
-    def __init__(self, posterior: Callable, data_shape: Sequence[int], num_components: int):
+    def __init__(self, posterior: Callable, data_shape: Sequence[int], num_components: int) -> None:
         super().__init__()
         if num_components < 1:
             raise ValueError(f"a VampPrior needs num_components >= 1, got {num_components}")
@@ -111,7 +111,7 @@ class VampPrior(nn.Module):
         noise = torch.randn((num_components, *data_shape)) * PSEUDO_INPUT_SCALE
         self.pseudo_inputs = nn.Parameter(PSEUDO_INPUT_MEAN + noise)
 
-    def forward(self, batch_size: int, labels=None) -> MixtureOfDiagonalNormals:
+    def forward(self, batch_size: int, labels: Optional[torch.Tensor] = None) -> MixtureOfDiagonalNormals:
         """:math:`p(z)` with batch shape ``(batch_size,)``; ``labels`` are ignored."""
         return _as_mixture(self.posterior(self.pseudo_inputs)).expand((batch_size,))
 

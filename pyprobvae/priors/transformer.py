@@ -42,7 +42,7 @@ holds the temperature, top-k and nucleus (top-p) rules.
 """
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ class TransformerPriorConfig(Config):
     code_dim: Optional[int] = setting(None, minimum=1, derived=True)
     """Embed each code through its codebook vector (of this dimension; set by the VQ-VAE) and a learned linear map; None: a free learned embedding per code."""
 
-    def check(self):
+    def check(self) -> None:
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
 
@@ -93,14 +93,14 @@ class KeyValueCache:
     :param like: a tensor whose dtype and device the cache takes.
     """
 
-    def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_length: int, head_dim: int, like: torch.Tensor):
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, max_length: int, head_dim: int, like: torch.Tensor) -> None:
         shape = (num_layers, batch_size, num_heads, max_length, head_dim)
         self.keys = like.new_zeros(shape)
         self.values = like.new_zeros(shape)
         self.length = 0
         """Positions stored (and the position of the next one fed)."""
 
-    def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor):
+    def store(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Append the new positions' ``keys`` and ``values`` ``(batch, heads, n,
         head_dim)`` of ``layer`` and return all of that layer's so far (the
@@ -125,7 +125,7 @@ class CausalSelfAttention(nn.Module):
     :param float dropout: dropout on the attention weights and the output.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float):
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)
@@ -152,7 +152,7 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer layer: ``h + attention(norm(h))``, then ``h + mlp(norm(h))`` (GELU, width 4 d_model)."""
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float):
+    def __init__(self, d_model: int, num_heads: int, dropout: float) -> None:
         super().__init__()
         self.attention_norm = nn.LayerNorm(d_model)
         self.attention = CausalSelfAttention(d_model, num_heads, dropout)
@@ -194,12 +194,15 @@ class TransformerPrior(nn.Module):
     :param TransformerPriorConfig config: the architecture.
     """
 
-    def __init__(self, config: TransformerPriorConfig):
+    code_vectors: torch.Tensor  # a buffer, with config.code_dim
+
+    def __init__(self, config: TransformerPriorConfig) -> None:
         super().__init__()
         self.config = config
         self.codebook_size = config.codebook_size
         self.num_positions = config.num_positions
         self.d_model = d_model = config.d_model
+        self.token_embedding: nn.Module
         if config.code_dim is None:
             self.token_embedding = nn.Embedding(self.codebook_size, d_model)
         else:

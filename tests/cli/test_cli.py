@@ -7,9 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from pyprobvae.cli import main
+from pyprobvae.cli import COMMANDS, main, make_parser
 
 SMALL = ["--hidden", "32", "--latent-dim", "2", "--iwae-samples", "20", "--quiet"]
+SUMMARY = {"test_elbo", "test_nll", "iwae_samples", "kl", "active_units", "run_folder"}
+"""The keys of the JSON object ``train`` prints for a VAE (docs/cli.rst, Output)."""
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +33,21 @@ def test_train_writes_run_folder(run_dir, capsys):
     assert config["model"]["hidden"] == [32] and config["model"]["likelihood"] == "categorical"
 
 
-def test_train_prints_summary_and_folder(tmp_path, capsys):
+def test_train_prints_one_json_object_and_its_progress_on_stderr(tmp_path, capsys):
     out = str(tmp_path / "r")
-    assert main(["train", "--epochs", "1", "--out", out, *SMALL]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    summary = json.loads(lines[-2])
-    assert set(summary) >= {"test_elbo", "test_nll", "iwae_samples", "kl", "active_units"}
-    assert lines[-1] == f"run folder: {os.path.abspath(out)}"
+    assert main(["train", "--epochs", "1", "--out", out, *(a for a in SMALL if a != "--quiet")]) == 0
+    stdout, stderr = capsys.readouterr()
+    summary = json.loads(stdout)  # the whole of stdout, as `pyprobvae train ... | jq .test_nll` reads it
+    assert set(summary) == SUMMARY and summary["run_folder"] == os.path.abspath(out)
+    assert "epoch   1/1  train ELBO" in stderr  # the per-epoch line (and the bar) go to stderr
 
 
-def test_evaluate_prints_json(run_dir, capsys):
-    assert main(["evaluate", run_dir, "--iwae-samples", "50"]) == 0
-    result = json.loads(capsys.readouterr().out)
+def test_evaluate_prints_json(run_dir, capfd):
+    assert main(["evaluate", run_dir, "--iwae-samples", "50", "--quiet"]) == 0
+    stdout, stderr = capfd.readouterr()  # the file descriptors: nothing bypasses sys.stdout either
+    result = json.loads(stdout)
+    assert stderr == ""
+    assert set(result) >= SUMMARY - {"run_folder"}
     assert result["iwae_samples"] == 50
     assert result["test_elbo"] < 0 < result["test_nll"]
     # the IWAE bound is tighter than the ELBO: -test_nll >= test_elbo up to MC noise
@@ -80,10 +85,44 @@ def test_reconstruct_interpolate_encode(run_dir, tmp_path):
     assert np.load(tmp_path / "z.npy").shape == (360, 2)
 
 
-def test_resume_continues_to_more_epochs(tmp_path):
+@pytest.mark.parametrize("argv, name", [
+    (["sample", "--n", "4"], "s.png"),
+    (["reconstruct", "--n", "4"], "r.npy"),
+    (["interpolate", "--pairs", "2", "--steps", "3"], "i.npy"),
+    (["traverse", "--steps", "3"], "t.png"),
+    (["encode"], "z.npy"),
+])
+def test_a_writing_verb_prints_exactly_the_path_it_wrote(argv, name, run_dir, tmp_path, capfd):
+    path = str(tmp_path / name)
+    assert main([argv[0], run_dir, *argv[1:], "--out", path, "--quiet"]) == 0
+    assert capfd.readouterr() == (path + "\n", "")  # `out=$(pyprobvae sample ...)` holds the path; --quiet: no stderr
+    assert os.path.isfile(path)
+
+
+def test_every_verb_takes_quiet():
+    verbs = next(a for a in make_parser()._actions if a.dest == "command").choices
+    assert set(verbs) == set(COMMANDS)
+    for name, parser in verbs.items():
+        assert any("--quiet" in a.option_strings for a in parser._actions), name
+
+
+@pytest.mark.parametrize("argv", [
+    ["sample", "RUN", "--out", "x.jpg", "--quiet"],  # found by pyprobvae
+    ["evaluate", "RUN", "--iwae-samples", "0", "--quiet"],  # found by the parser
+])
+def test_an_error_is_one_line_on_stderr_nothing_on_stdout_exit_2(argv, run_dir, capfd):
+    assert main([run_dir if a == "RUN" else a for a in argv]) == 2
+    stdout, stderr = capfd.readouterr()
+    assert stdout == "" and stderr.count("\n") == 1 and stderr.startswith("pyprobvae: error: "), (stdout, stderr)
+
+
+def test_resume_continues_to_more_epochs(tmp_path, capfd):
     out = str(tmp_path / "r")
     assert main(["train", "--epochs", "1", "--out", out, *SMALL]) == 0
+    capfd.readouterr()
     assert main(["train", "--resume", "--epochs", "2", "--out", out, "--quiet"]) == 0
+    stdout, stderr = capfd.readouterr()
+    assert set(json.loads(stdout)) == SUMMARY and stderr == ""  # --quiet: nothing on stderr on success
     with open(os.path.join(out, "metrics.json")) as f:
         assert [h["epoch"] for h in json.load(f)["history"]] == [1, 2]
 

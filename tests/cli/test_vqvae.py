@@ -63,15 +63,22 @@ def test_text_train_prior_sample_through_the_cli(tmp_path, text_file, capsys):
     out = str(tmp_path / "text")
     assert main(["train", "--model", "vqvae", "--dataset", f"text:{text_file}", "--seq-len", "64", "--tokens-per-code", "2",
                  "--epochs", "2", "--codebook-size", "16", "--quiet", "--out", out]) == 0
-    summary = json.loads(capsys.readouterr().out.splitlines()[-2])
+    summary = json.loads(capsys.readouterr().out)
     assert 0 <= summary["recon_accuracy"] <= 1 and "recon_mse" not in summary
     assert os.path.exists(os.path.join(out, "samples.txt"))
-    assert main(["train-prior", out, "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1", "--quiet"]) == 0
-    capsys.readouterr()
+    uniform = str(tmp_path / "u.npy")  # before train-prior: a note on stderr, which --quiet silences
+    assert main(["sample", out, "--n", "2", "--out", uniform]) == 0
+    assert capsys.readouterr() == (uniform + "\n", "pyprobvae: " + Run(out).model.sampling_note() + "\n")
+    assert main(["sample", out, "--n", "2", "--out", uniform, "--quiet"]) == 0
+    assert capsys.readouterr() == (uniform + "\n", "")
+    assert main(["train-prior", out, "--epochs", "2", "--d-model", "16", "--heads", "2", "--layers", "1"]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert json.loads(stdout)["run_folder"] == os.path.abspath(out) and "test_nll" in json.loads(stdout)
+    assert f"pyprobvae: prior stored in {os.path.abspath(out)}" in stderr and "epoch   2/2" in stderr
     assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.txt")]) == 0
     text = (tmp_path / "s.txt").read_text()
     assert text.count("--- sample") == 3
-    assert capsys.readouterr().out == text + str(tmp_path / "s.txt") + "\n"  # printed and saved
+    assert capsys.readouterr() == (str(tmp_path / "s.txt") + "\n", text)  # saved, the path printed, the text shown on stderr
     assert main(["sample", out, "--n", "3", "--out", str(tmp_path / "s.npy")]) == 0
     ids = np.load(tmp_path / "s.npy")
     assert ids.shape == (3, 64) and ids.dtype == np.int64
@@ -155,7 +162,7 @@ def test_text_runs_take_the_text_defaults_unless_given(tmp_path, text_file, caps
     assert main(["train", "--model", "vqvae", "--dataset", f"text:{text_file}", "--codebook-size", "16", "--quiet", "--out", out]) == 0
     config = read_config(out)
     assert config.data.seq_len == DEFAULT_SEQ_LEN == 128 and config.model.tokens_per_code == 1
-    assert config.train.epochs == TEXT_TRAINING["epochs"] and len(json.loads(capsys.readouterr().out.splitlines()[-2])) > 0
+    assert config.train.epochs == TEXT_TRAINING["epochs"] and len(json.loads(capsys.readouterr().out)) > 0
     assert main(["train-prior", out, "--epochs", "1", "--d-model", "16", "--heads", "2", "--layers", "1", "--quiet"]) == 0
     assert read_config(out).model.code_prior.dropout == TEXT_PRIOR["dropout"] == 0.0
     assert main(["train-prior", out, "--epochs", "1", "--d-model", "16", "--heads", "2", "--layers", "1", "--dropout", "0.2", "--quiet"]) == 0

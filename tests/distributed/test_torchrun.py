@@ -36,7 +36,7 @@ def test_torchrun_trains_a_vqvae_and_its_prior(tmp_path):
     done = _run(*torchrun, "train", "--dataset", data, "--model", "vqvae", "--ema", "--hidden", "32", "--codebook-size", "16", "--epochs", "2", "--iwae-samples", "20",
                 "--out", folder, "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("run folder:") == 1  # rank 0 reports, the other is quiet
+    assert json.loads(done.stdout)["run_folder"] == os.path.abspath(folder)  # rank 0 reports, the other is quiet
     done = _run(*torchrun, "train-prior", folder, "--epochs", "2", "--layers", "1", "--d-model", "32", "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     with open(os.path.join(folder, "metrics.json")) as f:
