@@ -27,14 +27,14 @@ import sys
 import time
 import traceback
 import typing
-from typing import Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterator, Mapping, NoReturn, Optional, Sequence, Set, Tuple, Type
 
 import torch
 
 from . import __version__
-from .config import SEED, ConfigError, field_docs, field_types, limits, optional_inner, value_problem
+from .config import SEED, Config, ConfigError, field_docs, field_types, limits, optional_inner, value_problem
 from .data import DataError
-from .distributed import PeerError, current_world, init_from_environment, launched_size, lost_peer, shut_down
+from .distributed import PeerError, World, current_world, init_from_environment, launched_size, lost_peer, shut_down
 from .evaluation import EvaluationConfig
 from .files import OutputPathError, finish_replacement
 from .infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig
@@ -56,7 +56,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -67,7 +67,7 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _parser_of(annotation, metadata):
+def _parser_of(annotation: Any, metadata: Mapping[str, Any]) -> Callable[[str], Any]:
     """
     The argparse ``type`` of a value: text -> value of the annotation's type,
     checked against its :func:`~pyprobvae.config.limits` by
@@ -75,7 +75,7 @@ def _parser_of(annotation, metadata):
     """
     inner, optional = optional_inner(annotation)
 
-    def number(text, kind):
+    def number(text: str, kind: Type[float]) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -84,9 +84,10 @@ def _parser_of(annotation, metadata):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
         return value
 
-    def parse(text):
+    def parse(text: str) -> Any:
         if optional and text.lower() == "none":
             return None
+        value: Any
         if typing.get_origin(inner) is tuple:
             try:
                 value = tuple(int(part) for part in text.split(","))
@@ -104,13 +105,16 @@ def _parser_of(annotation, metadata):
     return parse
 
 
-def _show_default(value) -> str:
+def _show_default(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(map(str, value))
     return "none" if value is None else str(value)
 
 
-def _add_config_options(parser, configs, *, skip=(), only=None, seen=None, text_defaults=None):
+def _add_config_options(
+    parser: argparse._ActionsContainer, configs: Sequence[type], *, skip: Collection[str] = (),
+    only: Optional[Collection[str]] = None, seen: Optional[Set[str]] = None, text_defaults: Optional[Mapping[str, Any]] = None,
+) -> Set[str]:
     """
     One option per setting of the ``configs`` dataclasses (a setting shared
     by several is added once), with ``default=SUPPRESS`` so that only what the
@@ -144,16 +148,19 @@ def _add_config_options(parser, configs, *, skip=(), only=None, seen=None, text_
     return seen
 
 
-def _names(cls) -> set:
+def _names(cls: Type[Config]) -> Set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def _default(function, name):
+def _default(function: Callable[..., Any], name: str) -> Any:
     """A verb's default for a parameter, for the help text (the verb holds the default)."""
     return inspect.signature(function).parameters[name].default
 
 
-def _option(parser, flag, help_text, kind=str, dest=None, default=None, **value_limits):
+def _option(
+    parser: argparse._ActionsContainer, flag: str, help_text: str, kind: Any = str, dest: Optional[str] = None,
+    default: Any = None, **value_limits: Any,
+) -> None:
     """
     A verb's option whose text is parsed as ``kind`` (a type annotation such
     as ``int``, ``Optional[int]`` or ``Tuple[int, ...]``) and checked against
@@ -164,13 +171,16 @@ def _option(parser, flag, help_text, kind=str, dest=None, default=None, **value_
     parser.add_argument(flag, dest=dest, type=_parser_of(kind, metadata), default=default, metavar=metavar, help=help_text)
 
 
-def _verb_option(parser, flag, function, parameter, help_text, kind=str, **value_limits):
+def _verb_option(
+    parser: argparse._ActionsContainer, flag: str, function: Callable[..., Any], parameter: str, help_text: str,
+    kind: Any = str, **value_limits: Any,
+) -> None:
     """An :func:`_option` whose default is the verb's (shown in the help, left to the verb)."""
     default = _default(function, parameter)
     _option(parser, flag, f"{help_text} (default: {_show_default(default)})", kind, parameter, argparse.SUPPRESS, **value_limits)
 
 
-def _device_option(parser):
+def _device_option(parser: argparse._ActionsContainer) -> None:
     parser.add_argument("--device", default="cpu", help="where to compute: cpu, cuda, cuda:N (default: cpu)")
 
 
@@ -190,7 +200,7 @@ TRAIN_HELP_CONCERNS = {
 """Groups of ``train --help`` that gather settings by concern across models (the rest are grouped by model)."""
 
 
-def _add_train(commands):
+def _add_train(commands: "argparse._SubParsersAction[_Parser]") -> None:
     p = commands.add_parser("train", help="train a model into a run folder")
     seen = _add_config_options(p.add_argument_group("data"), [DataConfig])
     group = p.add_argument_group("every model")
@@ -215,7 +225,7 @@ def _add_train(commands):
     _add_config_options(p.add_argument_group("TensorBoard"), [TensorBoardConfig])
 
 
-def _add_run_commands(commands):
+def _add_run_commands(commands: "argparse._SubParsersAction[_Parser]") -> None:
     p = commands.add_parser("evaluate", help="print held-out metrics of a run as JSON")
     p.add_argument("run")
     _add_config_options(p, [EvaluationConfig])
@@ -303,7 +313,7 @@ def make_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------- verbs
 
 
-def _pick(given: dict, cls) -> dict:
+def _pick(given: Dict[str, Any], cls: Type[Config]) -> Dict[str, Any]:
     return {name: value for name, value in given.items() if name in _names(cls)}
 
 
@@ -342,7 +352,9 @@ def read_config_file(path: str) -> dict:
     return {part: settings.get(part, {}) for part in CONFIG_PARTS}
 
 
-def _configured(file: dict, given: dict):
+def _configured(
+    file: Dict[str, Any], given: Dict[str, Any],
+) -> Tuple[DataConfig, ModelConfig, Dict[str, Any], EvaluationConfig]:
     """The four parts of a run from a config file's settings, each overridden by the options given on the command line."""
     name = given.pop("model", file["model"].get("model", DEFAULT_MODEL))
     cls = model_class(name)
@@ -358,7 +370,7 @@ def _configured(file: dict, given: dict):
     return data, model, training, evaluation
 
 
-def _tensorboard_options(given: dict) -> TensorBoardConfig:
+def _tensorboard_options(given: Dict[str, Any]) -> TensorBoardConfig:
     """The TensorBoard options given, taken out of ``given`` (they are options of the command, not settings of the run)."""
     chosen = {name: given.pop(name) for name in _names(TensorBoardConfig) if name in given}
     if chosen.get("tensorboard") is False and "tensorboard_images_every" in chosen:
@@ -366,7 +378,7 @@ def _tensorboard_options(given: dict) -> TensorBoardConfig:
     return TensorBoardConfig(**chosen)
 
 
-def _train(args):
+def _train(args: argparse.Namespace) -> Optional[str]:
     given = {k: v for k, v in vars(args).items() if k not in ("command", "out", "resume", "overwrite", "quiet", "config")}
     tensorboard = _tensorboard_options(given)
     world = current_world()
@@ -385,6 +397,7 @@ def _train(args):
             raise CheckpointError(f"nothing to resume: run folder {args.out} holds no run (no {CONFIG})")
         saved = read_config(args.out)
         data = saved.data.replace(**_pick(given, DataConfig))
+        assert saved.model is not None, "read_config gives every part of a run's config"
         model = saved.model
         changed = [name for name, value in given.items() if name in _names(type(model)) and getattr(model, name) != value]
         if changed:
@@ -414,7 +427,7 @@ def _train(args):
     return None
 
 
-def _default_run_folder(stem: str, model: str, world) -> str:
+def _default_run_folder(stem: str, model: str, world: World) -> str:
     """``runs/STEM-MODEL-TIME``, by rank 0's clock on every rank."""
     started = world.broadcast(torch.tensor([time.time()], dtype=torch.float64)).item()
     return os.path.join("runs", f"{stem}-{model}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}")
@@ -424,13 +437,13 @@ def _summary(model: str, metrics: dict) -> dict:
     return {k: metrics[k] for k in model_class(model).summary_keys if k in metrics}
 
 
-def _evaluate(args):
+def _evaluate(args: argparse.Namespace) -> str:
     run = Run(args.run, args.device)
     given = {k: v for k, v in vars(args).items() if k in _names(EvaluationConfig)}
     return json.dumps(verbs.evaluate(run, EvaluationConfig(**given)))
 
 
-def _train_prior(args):
+def _train_prior(args: argparse.Namespace) -> Optional[str]:
     given = dict(vars(args))
     tensorboard = _tensorboard_options(given)
     training = _pick(given, PriorTrainConfig)
@@ -438,6 +451,7 @@ def _train_prior(args):
     metrics = verbs.train_prior(run, _pick(given, TransformerPriorConfig), training, progress=not args.quiet, tensorboard=tensorboard)
     if current_world().is_main:
         _note(f"prior stored in {os.path.abspath(run.path('checkpoint.pt'))}")
+        assert run.config.model is not None, "read_config gives every part of a run's config"
         return json.dumps({**_summary(run.config.model.model, metrics), "run_folder": os.path.abspath(run.directory)})
     return None
 
@@ -447,18 +461,18 @@ def _note(text: str) -> None:
     print(f"pyprobvae: {text}", file=sys.stderr)
 
 
-def _verb_arguments(args, *names):
+def _verb_arguments(args: argparse.Namespace, *names: str) -> Dict[str, Any]:
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
-def _run_writing(args, allowed=SUFFIXES) -> Run:
+def _run_writing(args: argparse.Namespace, allowed: Sequence[str] = SUFFIXES) -> Run:
     """The run a verb reads, after its ``--out`` is found writable for what the verb writes."""
     run = Run(args.run, args.device)
     check_output(args.out, allowed, run.vocabulary)
     return run
 
 
-def _sample(args):
+def _sample(args: argparse.Namespace) -> str:
     run = _run_writing(args)
     plan = verbs.sampling_plan(run, args.n, label=args.label, codes=args.codes, top_k=args.top_k, top_p=args.top_p)
     note = run.model.sampling_note()
@@ -480,12 +494,12 @@ def _sample(args):
     return path
 
 
-def _reconstruct(args):
+def _reconstruct(args: argparse.Namespace) -> str:
     run = _run_writing(args)
     return write_reconstructions(*verbs.reconstruct(run, args.n), args.out, run.vocabulary)
 
 
-def _interpolate(args):
+def _interpolate(args: argparse.Namespace) -> str:
     run = _run_writing(args, (".png", ".npy"))
     if args.classes is not None:
         if len(args.classes) != 2:
@@ -501,18 +515,19 @@ def _interpolate(args):
     return write_paths(strips, args.out, title=title)
 
 
-def _traverse(args):
+def _traverse(args: argparse.Namespace) -> str:
     run = _run_writing(args, (".png", ".npy"))
     strips = verbs.traverse(run, **_verb_arguments(args, "index", "num_dims", "steps", "span"))
     return write_paths(strips, args.out, title="latent traversals, most informative dimension first")
 
 
-def _encode(args):
+def _encode(args: argparse.Namespace) -> str:
     run = _run_writing(args, (".npy",))
     return write_array(verbs.encode(run, **_verb_arguments(args, "split")), args.out)
 
 
-COMMANDS = {  # each returns its result, the one thing main prints on stdout (None: nothing, on the other processes)
+COMMANDS: Dict[str, Callable[[argparse.Namespace], Optional[str]]] = {
+    # each returns its result, the one thing main prints on stdout (None: nothing, on the other processes)
     "train": _train,
     "train-prior": _train_prior,
     "evaluate": _evaluate,
@@ -547,7 +562,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     Entry point of the ``pyprobvae`` command; returns the exit status: 0
     done, 1 training diverged, 2 what was asked for cannot be done (a bad
@@ -601,7 +616,7 @@ def main(argv=None) -> int:
 
 
 @contextlib.contextmanager
-def _output_streams(quiet: bool):
+def _output_streams(quiet: bool) -> Iterator[None]:
     """
     While a verb computes: whatever it or a library prints on stdout (the
     per-epoch lines of training, say) goes to stderr, keeping stdout for the
@@ -615,7 +630,7 @@ def _output_streams(quiet: bool):
         yield
 
 
-def _join_processes(args) -> None:
+def _join_processes(args: argparse.Namespace) -> None:
     """
     Under ``torchrun`` (several processes), join the process group for
     ``train`` and ``train-prior``; refuse the other commands, which read a

@@ -15,34 +15,35 @@ set. Everything else takes the default its config declares.
   :data:`TEXT_PRIOR_TRAINING`; measured in ``docs/vqvae.rst``).
 """
 
-from typing import Tuple
+from typing import Any, Dict, Tuple
 
+from ..data import Dataset
 from ..infer.training import default_binarization
 
-TEXT_TRAINING = {"epochs": 10}
+TEXT_TRAINING: Dict[str, Any] = {"epochs": 10}
 """Stage 1 on text: the settings of :class:`~pyprobvae.infer.TrainConfig` that differ from its defaults."""
 
-TEXT_PRIOR = {"dropout": 0.0}
+TEXT_PRIOR: Dict[str, Any] = {"dropout": 0.0}
 """Stage 2 on text: the settings of :class:`~pyprobvae.priors.TransformerPriorConfig` that differ from its defaults."""
 
-TEXT_PRIOR_TRAINING = {"epochs": 30, "lr": 3e-3, "lr_schedule": "cosine"}
+TEXT_PRIOR_TRAINING: Dict[str, Any] = {"epochs": 30, "lr": 3e-3, "lr_schedule": "cosine"}
 """Stage 2 on text: the settings of :class:`~pyprobvae.infer.PriorTrainConfig` that differ from its defaults."""
 
 
-def training_defaults(likelihood: str, dataset) -> dict:
+def training_defaults(likelihood: str, dataset: Dataset) -> Dict[str, Any]:
     """
     The data-dependent defaults of :class:`~pyprobvae.infer.TrainConfig`
     for a model with ``likelihood`` trained on ``dataset``.
 
     :rtype: dict
     """
-    defaults = {"binarize": default_binarization(likelihood, dataset)}
+    defaults: Dict[str, Any] = {"binarize": default_binarization(likelihood, dataset)}
     if likelihood == "tokens":
         defaults.update(TEXT_TRAINING)
     return defaults
 
 
-def prior_defaults(likelihood: str) -> Tuple[dict, dict]:
+def prior_defaults(likelihood: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """
     The data-dependent defaults of the prior over the codes of a model with
     ``likelihood``: of its architecture

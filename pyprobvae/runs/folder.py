@@ -27,7 +27,7 @@ Run folders written by pyprobvae 0.1 (checkpoint format 1, with a separate
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 
@@ -86,6 +86,7 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict:
+        assert self.model is not None, "a run's config has its model before it is stored"
         return {
             "data": self.data.to_dict(), "model": self.model.to_dict(), "train": self.train.to_dict(),
             "evaluation": self.evaluation.to_dict(),
@@ -151,7 +152,7 @@ def _check_agreement(config: RunConfig, state: dict, directory: str) -> None:
             )
 
 
-def _check_weight_types(saved: dict, built: dict, path: str) -> None:
+def _check_weight_types(saved: Mapping[str, Any], built: Mapping[str, Any], path: str) -> None:
     """Refuse weights whose dtype differs from the model's (``load_state_dict`` would cast them silently)."""
     for name, tensor in saved.items():
         if name in built and tensor.dtype != built[name].dtype:
@@ -168,7 +169,7 @@ class Run:
     :raises CheckpointError: when the folder has no readable checkpoint.
     """
 
-    def __init__(self, directory: str, device: str = "cpu"):
+    def __init__(self, directory: str, device: str = "cpu") -> None:
         finish_replacement(directory)
         if not os.path.isdir(directory):
             raise CheckpointError(f"run folder {directory} does not exist" if not os.path.exists(directory)
@@ -189,9 +190,9 @@ class Run:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {checkpoint} does not hold a model this version can build ({str(e).splitlines()[0]})") from e
         self.model.eval()
-        self.history = self.state["history"]
-        self.prior_history = self.state.get("prior_history")
-        self._datasets = {}
+        self.history: List[dict] = self.state["history"]
+        self.prior_history: Optional[List[dict]] = self.state.get("prior_history")
+        self._datasets: Dict[str, Dataset] = {}
 
     def path(self, name: str) -> str:
         """The path of file ``name`` in the run folder."""
@@ -222,7 +223,7 @@ class Run:
         """The characters of a text run's tokens, None for other data."""
         return self.dataset("test").vocabulary
 
-    def save_model(self, **extra) -> None:
+    def save_model(self, **extra: Any) -> None:
         """
         Rewrite the checkpoint with the model as it is now (its config and
         parameters), keeping the rest of the checkpoint, plus ``extra``

@@ -41,7 +41,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from numbers import Real
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -93,11 +93,11 @@ class TensorBoardMonitor(Monitor):
     def __init__(
         self, folder: str, writer: type, hparams: Callable, settings: dict, epochs: int, images_every: int,
         device: torch.device, tracked: Callable[[], dict], exhibits: Callable[[], List[Exhibit]],
-    ):
+    ) -> None:
         self.folder, self._writer_class, self._hparams = folder, writer, hparams
         self.settings, self.epochs, self.images_every, self.device = settings, epochs, images_every, device
         self._tracked, self._exhibits = tracked, exhibits
-        self.writer = None
+        self.writer: Any = None  # an instance of ``writer``, from start on
         self.step = 0
 
     def start(self, step: int) -> None:
@@ -183,7 +183,7 @@ def _tag(name: str) -> str:
     return name.lower().replace("-", "_").replace(" ", "_")
 
 
-def _numbers(value, tag: str) -> Iterator[Tuple[str, float]]:
+def _numbers(value: Any, tag: str) -> Iterator[Tuple[str, float]]:
     """
     ``(tag, number)`` for every number in ``value``: a dict's keys and a
     list's indices extend the tag (``a/b``, ``a/0``); text, None and flags

@@ -18,15 +18,16 @@ import pyro
 import torch
 
 from .. import plots
-from ..data import load_dataset
+from ..config import Config
+from ..data import Dataset, load_dataset
 from ..data.text import VOCABULARY, decode_text, encode_text
 from ..distributed import World, current_world
 from ..evaluation import EvaluationConfig, load_or_train_classifier, real_word_scores, sample_scores, vocabulary_of
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
 from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, evaluation_data, fit, load_checkpoint
 from ..infer import train_prior as fit_prior
-from ..models import ModelConfig, SamplingPlan, build_model
-from ..priors import TransformerPriorConfig
+from ..models import LatentVariableModel, ModelConfig, SamplingPlan, build_model
+from ..priors import TransformerPrior, TransformerPriorConfig
 from ..resources import check_fits, limit_allocations, resolve_device
 from .data_defaults import prior_defaults, training_defaults
 from .folder import CHECKPOINT, CLASSIFIER, CONFIG, CURVES, METRICS, DataConfig, Run, RunConfig, read_config, write_config
@@ -80,14 +81,15 @@ def train(
         data = data.absolute()
         train_split, test_split = (load_dataset(data.dataset, split, data.data_dir, data.seq_len) for split in ("train", "test"))
         model = model.for_data(train_split)
+        assert model.likelihood is not None, "for_data sets the likelihood"
         training = {**training_defaults(model.likelihood, train_split), **(training or {})}
         config = RunConfig(data, model, TrainConfig(**training), evaluation or EvaluationConfig())
         world.check_batch_size(config.train.batch_size)
-        target = existed = None
+        target, existed = directory, False  # the other ranks train into directory itself
         if world.is_main:
             target, existed = _prepare_run_folder(directory, config, resume, overwrite)
     try:
-        metrics = _train_into(target or directory, config, train_split, test_split, resume, progress, world,
+        metrics = _train_into(target, config, train_split, test_split, resume, progress, world,
                               tensorboard or TensorBoardConfig())
     except BaseException:
         if world.is_main:
@@ -122,9 +124,11 @@ def _undo_unfinished_run(directory: str, target: str, resume: bool, existed: boo
 
 
 def _train_into(
-    target: str, config: RunConfig, train_split, test_split, resume: bool, progress: bool, world: World, tensorboard: TensorBoardConfig,
+    target: str, config: RunConfig, train_split: Dataset, test_split: Dataset, resume: bool, progress: bool, world: World,
+    tensorboard: TensorBoardConfig,
 ) -> dict:
     """Train (every rank), then evaluate and write the run's files (rank 0; the others return an empty dict)."""
+    assert config.model is not None, "train gives the run its model"
     pyro.set_rng_seed(config.train.seed)
     with limit_allocations(PARAMETER_SHARE, f"the model ({_sizes(config.model)})"):
         built = build_model(config.model)
@@ -147,7 +151,7 @@ def _train_into(
 
 
 def _training_monitor(
-    target: str, config: RunConfig, model, test_split, tensorboard: TensorBoardConfig, world: World,
+    target: str, config: RunConfig, model: LatentVariableModel, test_split: Dataset, tensorboard: TensorBoardConfig, world: World,
 ) -> ContextManager[Optional[TensorBoardMonitor]]:
     """TensorBoard for ``train`` on the main process: the model's tracked numbers and exhibits on the test split each epoch."""
     if not (tensorboard.tensorboard and world.is_main):
@@ -165,7 +169,7 @@ PARAMETER_SHARE = 0.25
 """The share of the available memory a model's weights may take: training adds their gradients and two Adam moments."""
 
 
-def _sizes(config) -> str:
+def _sizes(config: Config) -> str:
     """The size settings of ``config`` as options, e.g. ``--hidden 512,512 --latent-dim 8``: what makes it big."""
     shown = []
     for f in dataclasses.fields(config):
@@ -274,8 +278,10 @@ def train_prior(
     :return: the new metrics (also written to ``metrics.json``), with
         ``prior_history``.
     """
-    architecture, loop = prior_defaults(run.config.model.likelihood)
-    prior = TransformerPriorConfig(**{**architecture, **(prior or {})})
+    model_config = run.config.model
+    assert model_config is not None and model_config.likelihood is not None, "a trained run's config is complete"
+    architecture, loop = prior_defaults(model_config.likelihood)
+    prior_config = TransformerPriorConfig(**{**architecture, **(prior or {})})
     config = PriorTrainConfig(**{**loop, "device": str(run.device), **(training or {})})
     world = current_world()
     with world.together():
@@ -289,8 +295,8 @@ def train_prior(
     if held_out >= len(codes):
         raise ValueError(f"the training split has {len(codes)} examples: too few to hold some out for the prior")
     pyro.set_rng_seed(config.seed)
-    with limit_allocations(PARAMETER_SHARE, f"the prior ({_sizes(prior)})", run.device):
-        module = run.model.attach_code_prior(prior)
+    with limit_allocations(PARAMETER_SHARE, f"the prior ({_sizes(prior_config)})", run.device):
+        module = run.model.attach_code_prior(prior_config)
     with _prior_monitor(run, module, config, tensorboard or TensorBoardConfig(), world) as monitor:
         history = fit_prior(module, codes[order[held_out:]], test_codes, config, progress, validation_codes=codes[order[:held_out]],
                             monitor=monitor)
@@ -308,7 +314,7 @@ def train_prior(
 
 
 def _prior_monitor(
-    run: Run, prior, config: PriorTrainConfig, tensorboard: TensorBoardConfig, world: World,
+    run: Run, prior: TransformerPrior, config: PriorTrainConfig, tensorboard: TensorBoardConfig, world: World,
 ) -> ContextManager[Optional[TensorBoardMonitor]]:
     """TensorBoard for ``train-prior`` on the main process: samples drawn from the prior as it trains."""
     if not (tensorboard.tensorboard and world.is_main):
@@ -360,7 +366,10 @@ def evaluate(run: Run, config: Optional[EvaluationConfig] = None) -> dict:
     return metrics
 
 
-def sampling_plan(run: Run, num_samples: int, label=None, codes=None, top_k=None, top_p=None) -> SamplingPlan:
+def sampling_plan(
+    run: Run, num_samples: int, label: Optional[int] = None, codes: Optional[str] = None, top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+) -> SamplingPlan:
     """The model's :meth:`~pyprobvae.models.base.LatentVariableModel.sampling_plan` for a user's options."""
     return run.model.sampling_plan(
         num_samples, label=label, codes=codes, top_k=top_k, top_p=top_p, training_data=lambda: run.dataset("train").x
@@ -405,11 +414,13 @@ def continue_prompt(run: Run, prompt: str, plan: SamplingPlan, temperature: floa
     :raises ValueError: for a prompt too short to cover one code or too long
         for the run's sequences.
     """
-    ids = encode_text(prompt, run.vocabulary or VOCABULARY)
+    vocabulary = run.vocabulary
+    ids = encode_text(prompt, vocabulary or VOCABULARY)
     covered = run.model.prefix_positions(len(ids))  # refuses image runs first
     _check_output_size(run, plan.num_samples, "continuation")
     (length,) = run.model.data_shape
-    x = torch.full((plan.num_samples, length), run.vocabulary.index(" "), dtype=torch.long, device=run.device)
+    assert vocabulary is not None, "a run that takes a prompt holds text, which has a vocabulary"
+    x = torch.full((plan.num_samples, length), vocabulary.index(" "), dtype=torch.long, device=run.device)
     x[:, : len(ids)] = ids.to(run.device)
     torch.manual_seed(seed)
     return run.model.complete(x, covered, temperature=temperature, **plan.given)

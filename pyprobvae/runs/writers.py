@@ -7,7 +7,7 @@ as JSON. Every file goes through the one atomic writer
 
 import json
 import os
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from ..models import Exhibit
 SUFFIXES = (".png", ".txt", ".npy")
 
 
-def write_json(data, path: str) -> None:
+def write_json(data: Any, path: str) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     with atomic_write(path, "w") as f:
         f.write(json.dumps(data, indent=2) + "\n")
@@ -41,7 +41,7 @@ def write_text(sequences: torch.Tensor, path: str, vocabulary: str) -> str:
     return path
 
 
-def _suffix(path: str, allowed=SUFFIXES) -> str:
+def _suffix(path: str, allowed: Sequence[str] = SUFFIXES) -> str:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in allowed:
         endings = " or ".join(filter(None, (", ".join(allowed[:-1]), allowed[-1])))
@@ -56,7 +56,7 @@ def _check_kind(suffix: str, path: str, vocabulary: Optional[str]) -> None:
         raise ValueError(f"cannot write {path!r}: .txt is for token data (text runs); images go to .png or .npy")
 
 
-def check_output(path: str, allowed=SUFFIXES, vocabulary: Optional[str] = None) -> None:
+def check_output(path: str, allowed: Sequence[str] = SUFFIXES, vocabulary: Optional[str] = None) -> None:
     """
     Check, before computing what goes there, that ``path`` is an output the
     writers can write: an allowed suffix, the right kind for the data (text
@@ -69,7 +69,9 @@ def check_output(path: str, allowed=SUFFIXES, vocabulary: Optional[str] = None) 
     check_writable(path)
 
 
-def write_examples(examples: torch.Tensor, path: str, nrow: Optional[int] = None, vocabulary: Optional[str] = None, title=None) -> str:
+def write_examples(
+    examples: torch.Tensor, path: str, nrow: Optional[int] = None, vocabulary: Optional[str] = None, title: Optional[str] = None,
+) -> str:
     """
     Write a batch of examples in data space: images as a PNG grid
     (``.png``), token sequences as text (``.txt``, each sequence under a
@@ -87,13 +89,14 @@ def write_examples(examples: torch.Tensor, path: str, nrow: Optional[int] = None
     if suffix == ".png":
         return plots.save_image_grid(examples, path, nrow=nrow, title=title)
     if suffix == ".txt":
+        assert vocabulary is not None, "_check_kind refuses .txt without a vocabulary"
         return write_text(examples, path, vocabulary)
     return write_array(examples, path)
 
 
 def write_reconstructions(
-    inputs: torch.Tensor, reconstructions: torch.Tensor, path: str, vocabulary: Optional[str] = None, title=None,
-    labels=("input", "recon."),
+    inputs: torch.Tensor, reconstructions: torch.Tensor, path: str, vocabulary: Optional[str] = None, title: Optional[str] = None,
+    labels: Sequence[str] = ("input", "recon."),
 ) -> str:
     """
     Inputs and their reconstructions (or completions): a PNG with inputs
@@ -105,6 +108,7 @@ def write_reconstructions(
     if suffix == ".png":
         return plots.save_reconstructions(inputs, reconstructions, path, title=title, labels=labels)
     if suffix == ".txt":
+        assert vocabulary is not None, "_check_kind refuses .txt without a vocabulary"
         return write_text(torch.stack([inputs, reconstructions], 1).flatten(0, 1), path, vocabulary)
     return write_array(reconstructions, path)
 
@@ -126,10 +130,14 @@ def write_exhibits(exhibits: Iterable[Exhibit], directory: str, vocabulary: Opti
     for exhibit in exhibits:
         path = os.path.join(directory, exhibit.name + (".png" if exhibit.kind == "latent" else suffix))
         if exhibit.kind == "latent":
-            plots.save_latent_scatter(*exhibit.data, path, title=exhibit.title)
+            codes, labels = exhibit.data
+            plots.save_latent_scatter(codes, labels, path, title=exhibit.title)
         elif exhibit.kind == "reconstructions":
-            write_reconstructions(*exhibit.data, path, vocabulary, title=exhibit.title)
+            inputs, reconstructions = exhibit.data
+            write_reconstructions(inputs, reconstructions, path, vocabulary, title=exhibit.title)
         elif exhibit.kind == "paths":
-            write_paths(*exhibit.data, path, title=exhibit.title)
+            (strips,) = exhibit.data
+            write_paths(strips, path, title=exhibit.title)
         else:
-            write_examples(*exhibit.data, path, nrow=exhibit.nrow, vocabulary=vocabulary, title=exhibit.title)
+            (examples,) = exhibit.data
+            write_examples(examples, path, nrow=exhibit.nrow, vocabulary=vocabulary, title=exhibit.title)
