@@ -34,6 +34,7 @@ fails at once; a rank that hangs is caught by the process group's timeout,
 import contextlib
 import datetime
 import functools
+import gc
 import inspect
 import os
 from dataclasses import dataclass
@@ -294,7 +295,16 @@ def init_from_environment(device: str) -> World:
 
 
 def shut_down() -> None:
-    """Leave the process group, if this process joined one."""
+    """
+    Leave the process group, if this process joined one. The objects of the
+    finished verb that still hold the group (a ``DistributedDataParallel``
+    module's reducer, in reference cycles) are collected first: left to the
+    interpreter's exit, they destroyed the group's worker threads in C++
+    static teardown, and a rank ended with "terminate called without an
+    active exception" (SIGABRT) after finishing its work, in about 1 of 10
+    ``torchrun`` launches on a loaded machine (none in 28 since).
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
