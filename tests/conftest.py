@@ -1,9 +1,14 @@
 """Fixtures shared by the whole suite: threads and the digits (helpers are in tests/common.py)."""
 
+import os
+
 import pytest
 import torch
 
 from pyprobvae.data import load_dataset
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # pytest -n N: the cores shared among the N workers, not all to each
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(scope="module")
