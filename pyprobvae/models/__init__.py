@@ -5,7 +5,7 @@ The models, each a Pyro model/guide pair behind one interface
 """
 
 from .ae import AEConfig, Autoencoder
-from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan
+from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingOptions, SamplingPlan
 from .cvae import ConditionalVAE, CVAEConfig
 from .registry import MODELS, build_model, build_vae, config_from_dict, model_config, register_model
 from .vae import VAE, VAEConfig
@@ -13,6 +13,6 @@ from .vqvae import VQVAE, VQVAEConfig
 
 __all__ = [
     "AEConfig", "Autoencoder", "CVAEConfig", "ConditionalVAE", "Exhibit", "LatentVariableModel", "MODELS", "ModelConfig",
-    "SamplingPlan", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "build_model", "build_vae", "config_from_dict",
+    "SamplingOptions", "SamplingPlan", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "build_model", "build_vae", "config_from_dict",
     "model_config", "register_model",
 ]

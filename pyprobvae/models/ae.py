@@ -15,7 +15,7 @@ from torch.distributions import constraints
 from ..config import setting
 from ..distributions import tempered_sample
 from ..priors import StandardNormal
-from .base import Exhibit, ModelConfig, SamplingPlan
+from .base import Exhibit, ModelConfig, SamplingOptions, SamplingPlan
 from .vae import VAE, decoder_network, encoder_features
 
 CODE_SOURCES = ("standard", "fitted")
@@ -126,17 +126,11 @@ class Autoencoder(VAE):
         return self.decode(tempered_sample(gaussian.expand((num_samples,)), temperature))
 
     def sampling_plan(
-        self,
-        num_samples: int,
-        *,
-        label: Optional[int] = None,
-        codes: Optional[str] = None,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        training_data: Optional[Callable[[], torch.Tensor]] = None,
+        self, num_samples: int, options: SamplingOptions = SamplingOptions(), training_data: Optional[Callable[[], torch.Tensor]] = None
     ) -> SamplingPlan:
         r"""``codes="fitted"`` draws from a Gaussian fitted to the codes of ``training_data()``; ``"standard"`` (default) from :math:`\mathcal{N}(0, I)`."""
-        self._refuse(label=label, top_k=top_k, top_p=top_p)
+        self._refuse(options, "codes")
+        codes = options.codes
         if codes not in (None,) + CODE_SOURCES:
             raise ValueError(f"unknown code source {codes!r}; choose one of {', '.join(CODE_SOURCES)}")
         if codes != "fitted":

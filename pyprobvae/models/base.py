@@ -128,6 +128,23 @@ class SamplingPlan(NamedTuple):
     given: dict
 
 
+class SamplingOptions(NamedTuple):
+    """
+    A user's sampling options (``pyprobvae sample``'s), each None when not
+    given; a model takes some and refuses the others
+    (:meth:`LatentVariableModel.sampling_plan`).
+    """
+
+    label: Optional[int] = None
+    """The class to sample (conditional models)."""
+    codes: Optional[str] = None
+    """Where an autoencoder's codes come from."""
+    top_k: Optional[int] = None
+    """Sample discrete codes from the k most likely only."""
+    top_p: Optional[float] = None
+    """Sample discrete codes from the nucleus of probability p only."""
+
+
 class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
     r"""
     Base class of the models: a latent-variable model
@@ -276,32 +293,23 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
         return None
 
     def sampling_plan(
-        self,
-        num_samples: int,
-        *,
-        label: Optional[int] = None,
-        codes: Optional[str] = None,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        training_data: Optional[Callable[[], torch.Tensor]] = None,
+        self, num_samples: int, options: SamplingOptions = SamplingOptions(), training_data: Optional[Callable[[], torch.Tensor]] = None
     ) -> SamplingPlan:
         """
         Turn a user's sampling options into a :class:`SamplingPlan`,
         refusing the options this model does not take.
 
         :param int num_samples: how many samples were asked for.
-        :param label: the class to sample (conditional models).
-        :param codes: where an autoencoder's codes come from.
-        :param top_k: sample codes from the k most likely only (discrete codes).
-        :param top_p: sample codes from the nucleus of probability p only (discrete codes).
+        :param SamplingOptions options: the user's options.
         :param training_data: returns the training data, for models that
             sample from a distribution fitted to it.
         """
-        self._refuse(label=label, codes=codes, top_k=top_k, top_p=top_p)
+        self._refuse(options)
         return SamplingPlan(num_samples, None, {})
 
-    def _refuse(self, label=None, codes=None, top_k=None, top_p=None) -> None:
-        """Raise ValueError for sampling options this model does not take (those given as not None)."""
+    def _refuse(self, options: SamplingOptions, *taken: str) -> None:
+        """Raise ValueError for the options given (not None) that are not among ``taken``, the names this model takes."""
+        label, codes, top_k, top_p = (None if name in taken else value for name, value in options._asdict().items())
         if label is not None:
             raise ValueError(
                 f"this {self.config.model} run is unconditional and takes no label; "

@@ -19,7 +19,7 @@ from ..likelihoods import Likelihood
 from ..networks import MLP, Conditioned, ConvFeatureMap
 from ..networks.conv_latent import FEATURES as CONV_FEATURES
 from ..priors import LabelConditionalNormal, StandardNormal
-from .base import Exhibit, SamplingPlan, _derived
+from .base import Exhibit, SamplingOptions, SamplingPlan, _derived
 from .vae import VAE, VAEConfig, decoder_network
 
 PRIORS = ("standard", "learned")
@@ -230,21 +230,15 @@ class ConditionalVAE(VAE):
         return dataset.y
 
     def sampling_plan(
-        self,
-        num_samples: int,
-        *,
-        label: Optional[int] = None,
-        codes: Optional[str] = None,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        training_data: Optional[Callable[[], torch.Tensor]] = None,
+        self, num_samples: int, options: SamplingOptions = SamplingOptions(), training_data: Optional[Callable[[], torch.Tensor]] = None
     ) -> SamplingPlan:
         """
         Samples of class ``label``; without one, every class in turn, one row
         per class (``num_samples`` rounded up to a multiple of the number of
         classes).
         """
-        self._refuse(codes=codes, top_k=top_k, top_p=top_p)
+        self._refuse(options, "label")
+        label = options.label
         if label is None:
             per_class = -(-num_samples // self.num_classes)
             return SamplingPlan(per_class * self.num_classes, per_class, {"y": self.balanced_labels(per_class * self.num_classes)})

@@ -4,7 +4,7 @@ Pyro model/guide pair.
 """
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, List, Optional, Protocol, Sequence, Tuple, Type
+from typing import ClassVar, List, Optional, Protocol, Sequence, Tuple, Type
 
 import pyro
 import torch
@@ -26,7 +26,7 @@ from ..likelihoods import Likelihood, make_likelihood
 from ..networks import MLP, ConvVectorDecoder, ConvVectorEncoder
 from ..distributions import tempered_sample
 from ..priors import PRIORS, MixturePrior, StandardNormal, VampPrior
-from .base import Exhibit, LatentVariableModel, ModelConfig, SamplingPlan, _derived
+from .base import Exhibit, LatentVariableModel, ModelConfig, _derived
 
 # Draws averaged for the posterior mean of a family without a closed form.
 POSTERIOR_MEAN_SAMPLES = 256
@@ -401,19 +401,6 @@ class VAE(LatentVariableModel):
         """``kl_per_dim``, the KL of each latent dimension as :meth:`evaluate` has it, where it has a closed form; else nothing."""
         kl_dims = kl_per_dimension(self, x, y) if self.generative else None
         return {} if kl_dims is None else {"kl_per_dim": kl_dims.tolist()}
-
-    def sampling_plan(
-        self,
-        num_samples: int,
-        *,
-        label: Optional[int] = None,
-        codes: Optional[str] = None,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        training_data: Optional[Callable[[], torch.Tensor]] = None,
-    ) -> SamplingPlan:
-        self._refuse(label=label, codes=codes, top_k=top_k, top_p=top_p)
-        return SamplingPlan(num_samples, None, {})
 
     def exhibits(self, x: torch.Tensor, y: Optional[torch.Tensor], labels: Optional[torch.Tensor]) -> List[Exhibit]:
         """

@@ -22,7 +22,7 @@ from ..infer.training import dataset_elbo
 from ..likelihoods import Likelihood, make_likelihood
 from ..networks import MLP, ConvDecoder1d, ConvDecoder2d, ConvEncoder1d, ConvEncoder2d
 from ..priors import CodebookPrior, TransformerPrior, TransformerPriorConfig
-from .base import NETWORKS, Exhibit, LatentVariableModel, ModelConfig, SamplingPlan, _derived
+from .base import NETWORKS, Exhibit, LatentVariableModel, ModelConfig, SamplingOptions, SamplingPlan, _derived
 
 TOKENS_PER_CODE_CHOICES = (1, 2, 4, 8)
 CODEBOOK_SIZE = 64
@@ -352,18 +352,11 @@ class VQVAE(LatentVariableModel):
         return {"codebook_perplexity": perplexity(counts), "codes_used": codes_used(counts)}
 
     def sampling_plan(
-        self,
-        num_samples: int,
-        *,
-        label: Optional[int] = None,
-        codes: Optional[str] = None,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        training_data: Optional[Callable[[], torch.Tensor]] = None,
+        self, num_samples: int, options: SamplingOptions = SamplingOptions(), training_data: Optional[Callable[[], torch.Tensor]] = None
     ) -> SamplingPlan:
         """``top_k`` and ``top_p`` restrict each code to the most likely under a trained prior."""
-        self._refuse(label=label, codes=codes)
-        given = {name: value for name, value in (("top_k", top_k), ("top_p", top_p)) if value is not None}
+        self._refuse(options, "top_k", "top_p")
+        given = {name: value for name, value in (("top_k", options.top_k), ("top_p", options.top_p)) if value is not None}
         return SamplingPlan(num_samples, None, given)
 
     def sampling_note(self) -> Optional[str]:

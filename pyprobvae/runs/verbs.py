@@ -26,7 +26,7 @@ from ..evaluation import EvaluationConfig, load_or_train_classifier, real_word_s
 from ..files import check_writable, finish_replacement, is_temporary_file, remove_temporary_files, replace_directory, staging_directory
 from ..infer import CheckpointError, NonFiniteLossError, PriorTrainConfig, TrainConfig, evaluation_data, fit, load_checkpoint
 from ..infer import train_prior as fit_prior
-from ..models import LatentVariableModel, ModelConfig, SamplingPlan, build_model
+from ..models import LatentVariableModel, ModelConfig, SamplingOptions, SamplingPlan, build_model
 from ..priors import TransformerPrior, TransformerPriorConfig
 from ..resources import check_fits, limit_allocations, resolve_device
 from .data_defaults import prior_defaults, training_defaults
@@ -371,9 +371,8 @@ def sampling_plan(
     top_p: Optional[float] = None,
 ) -> SamplingPlan:
     """The model's :meth:`~pyprobvae.models.base.LatentVariableModel.sampling_plan` for a user's options."""
-    return run.model.sampling_plan(
-        num_samples, label=label, codes=codes, top_k=top_k, top_p=top_p, training_data=lambda: run.dataset("train").x
-    )
+    options = SamplingOptions(label=label, codes=codes, top_k=top_k, top_p=top_p)
+    return run.model.sampling_plan(num_samples, options, training_data=lambda: run.dataset("train").x)
 
 
 def _check_output_size(run: Run, count: int, what: str) -> None:
