@@ -309,7 +309,7 @@ class LatentVariableModel(nn.Module, metaclass=abc.ABCMeta):
 
     def _refuse(self, options: SamplingOptions, *taken: str) -> None:
         """Raise ValueError for the options given (not None) that are not among ``taken``, the names this model takes."""
-        label, codes, top_k, top_p = (None if name in taken else value for name, value in options._asdict().items())
+        label, codes, top_k, top_p = options._replace(**dict.fromkeys(taken))
         if label is not None:
             raise ValueError(
                 f"this {self.config.model} run is unconditional and takes no label; "
